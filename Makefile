@@ -1,0 +1,28 @@
+# The two commands of the README: `make demo` (the main job) and `make test`.
+# Both install what they need into .venv first (scripts/setup.sh).
+VENV := .venv/bin
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: setup demo test lint bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(VENV)/edgecompress search examples/mnist1d.py:experiment --speedup 10 --trials 24 --workers 2 --storage sqlite:///demo.db
+	$(VENV)/edgecompress front --study mnist1d --storage sqlite:///demo.db
+	$(VENV)/edgecompress export --study mnist1d --storage sqlite:///demo.db --best -o out/model.onnx
+
+test: setup
+	$(VENV)/python -m pytest -q tests
+
+lint: setup
+	$(VENV)/ruff check edgecompress tests examples bench
+	$(VENV)/mypy
+	$(VENV)/lint-imports
+
+bench: setup
+	$(VENV)/python bench/demo_search.py
+
+clean:
+	rm -rf .venv demo.db demo.db.artifacts out

@@ -1,0 +1,9 @@
+"""User-facing errors: each names what was wrong, the values, and what to do."""
+
+
+class EdgeCompressError(Exception):
+    """Bad input refused before any work; the CLI prints it and exits with code 2."""
+
+
+class NoFeasibleTrial(EdgeCompressError):
+    """No trial meets the constraints; carries the least-violating trials."""

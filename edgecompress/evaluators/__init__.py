@@ -1,0 +1,24 @@
+"""Evaluators: ``(candidate) -> metrics``; units in the keys."""
+
+from edgecompress.evaluators.accuracy import OnnxAccuracy, onnx_accuracy
+from edgecompress.evaluators.latency import (
+    MeasuredLatency,
+    Measurement,
+    input_for,
+    measure_absolute_ms,
+    measure_ratio,
+)
+from edgecompress.evaluators.runtime import session
+from edgecompress.evaluators.size import file_size
+
+__all__ = [
+    "MeasuredLatency",
+    "Measurement",
+    "OnnxAccuracy",
+    "file_size",
+    "input_for",
+    "measure_absolute_ms",
+    "measure_ratio",
+    "onnx_accuracy",
+    "session",
+]

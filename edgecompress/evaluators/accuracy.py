@@ -1,0 +1,38 @@
+"""Accuracy of the deployed artifact: the ONNX model in ONNX Runtime, never a PyTorch proxy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edgecompress.compress import Candidate
+from edgecompress.evaluators.runtime import session
+from edgecompress.tasks import ClassificationTask
+
+
+def onnx_accuracy(
+    path: Path | bytes, x: np.ndarray, y: np.ndarray, *, threads: int = 1, batch_size: int = 256
+) -> float:
+    sess = session(path, threads=threads)
+    name = sess.get_inputs()[0].name
+    correct = 0
+    for start in range(0, len(x), batch_size):
+        logits = sess.run(None, {name: x[start : start + batch_size]})[0]
+        correct += int((logits.argmax(axis=1) == y[start : start + batch_size]).sum())
+    return correct / len(x)
+
+
+class OnnxAccuracy:
+    """``accuracy`` on the validation split (selection); ``test_accuracy`` reported, if any."""
+
+    def __init__(self, task: ClassificationTask, *, threads: int = 1) -> None:
+        self.task = task
+        self.threads = threads
+
+    def __call__(self, candidate: Candidate) -> dict[str, float]:
+        metrics = {"accuracy": onnx_accuracy(candidate.onnx_path, *self.task.arrays("val"))}
+        if self.task.test is not None:
+            x, y = self.task.arrays("test")
+            metrics["test_accuracy"] = onnx_accuracy(candidate.onnx_path, x, y)
+        return metrics

@@ -1,0 +1,146 @@
+"""Experiment: the frozen bundle of inputs, and loading one from ``FILE.py:NAME``.
+
+Workers import the experiment file themselves, so models and data loaders never travel
+through pickles: only the reference string and the Plan cross processes.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgecompress.errors import EdgeCompressError
+from edgecompress.targets import Target
+from edgecompress.tasks import ClassificationTask
+
+OBJECTIVES = {"accuracy": "maximize", "latency_ms": "minimize", "size_mb": "minimize"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Experiment:
+    """Inputs only.
+
+    ``model`` returns the trained, uncompressed model (the teacher), a fresh instance per call.
+    ``example_input`` is one batch the model accepts; its batch dimension is replaced by the
+    target's batch size for latency. ``space`` is the search space (a ``Space``); ``None`` builds
+    the default space from the model. ``exclude`` names layers the default space leaves alone.
+    """
+
+    name: str
+    model: Callable[[], nn.Module]
+    example_input: torch.Tensor
+    task: ClassificationTask
+    space: Any = None
+    exclude: tuple[str, ...] = ()
+    target: Target = field(default_factory=Target)
+    objectives: tuple[str, ...] = ("accuracy", "latency_ms")
+    seed: int = 0
+    ref: str | None = None  # "FILE.py:NAME" this experiment was loaded from, set by load_experiment
+
+    def __post_init__(self) -> None:
+        if not self.name or not self.name.replace("-", "").replace("_", "").isalnum():
+            raise EdgeCompressError(
+                f"Experiment.name {self.name!r} must be a non-empty word (letters, digits, - or _):"
+                " it names the study."
+            )
+        unknown = [o for o in self.objectives if o not in OBJECTIVES]
+        if unknown or "accuracy" not in self.objectives or "latency_ms" not in self.objectives:
+            raise EdgeCompressError(
+                f"Experiment.objectives {self.objectives!r}: must include 'accuracy' and "
+                f"'latency_ms' and name only known objectives {sorted(OBJECTIVES)}."
+            )
+
+    def directions(self) -> list[str]:
+        return [OBJECTIVES[o] for o in self.objectives]
+
+    def validate(self) -> None:
+        """Runs the model once on the example input; a rejected shape is a clear error."""
+        model = self.model()
+        if not isinstance(model, nn.Module):
+            raise EdgeCompressError(
+                f"Experiment {self.name!r}: model() returned {type(model).__name__}, expected a "
+                "torch.nn.Module (the trained model to compress)."
+            )
+        try:
+            with torch.no_grad():
+                out = model.eval()(self.example_input)
+        except Exception as exc:  # noqa: BLE001 - any failure here is the user's shape
+            raise EdgeCompressError(
+                f"Experiment {self.name!r}: the model rejects the example input of shape "
+                f"{tuple(self.example_input.shape)} ({type(exc).__name__}: {exc}). Give "
+                "example_input the shape of one batch the model accepts, batch dimension first."
+            ) from None
+        if not isinstance(out, torch.Tensor) or out.dim() != 2:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise EdgeCompressError(
+                f"Experiment {self.name!r}: a classification model must return logits of shape "
+                f"(batch, classes); it returned {shape}."
+            )
+
+
+def load_experiment(ref: str) -> Experiment:
+    """Import ``FILE.py:NAME`` and return the Experiment it names (refusing anything else)."""
+    path_text, sep, name = ref.rpartition(":")
+    if not sep or not path_text.endswith(".py") or not name:
+        raise EdgeCompressError(
+            f"experiment {ref!r}: expected FILE.py:NAME, e.g. examples/mnist1d.py:experiment"
+        )
+    path = Path(path_text).resolve()
+    if not path.is_file():
+        raise EdgeCompressError(f"experiment {ref!r}: no file {path}. Check the path.")
+    module = _import_file(path, ref)
+    if not hasattr(module, name):
+        found = [k for k, v in vars(module).items() if isinstance(v, Experiment)]
+        raise EdgeCompressError(
+            f"experiment {ref!r}: {path.name} defines no {name!r}. "
+            + (
+                f"Experiments it defines: {', '.join(found)}."
+                if found
+                else "It defines no Experiment; create one with edgecompress.Experiment(...)."
+            )
+        )
+    value = getattr(module, name)
+    if callable(value) and not isinstance(value, Experiment):
+        value = value()
+    if not isinstance(value, Experiment):
+        raise EdgeCompressError(
+            f"experiment {ref!r}: {name} is a {type(value).__name__}, not an "
+            "edgecompress.Experiment (nor a function returning one)."
+        )
+    return replace(value, ref=f"{path}:{name}")
+
+
+def _import_file(path: Path, ref: str) -> Any:
+    module_name = "edgecompress_user_" + "".join(c if c.isalnum() else "_" for c in str(path))
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise EdgeCompressError(f"experiment {ref!r}: {path} cannot be imported as Python.")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 - report the user's import error in full
+        del sys.modules[module_name]
+        last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        raise EdgeCompressError(
+            f"experiment {ref!r}: importing {path.name} failed: {last}. Fix the file so that "
+            f"`python {path_text_of(path)}` imports cleanly."
+        ) from exc
+    return module
+
+
+def path_text_of(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,129 @@
+"""export(): a trial of the study as a self-contained .onnx plus a .json manifest, verified."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from optuna.artifacts import FileSystemArtifactStore, download_artifact
+
+from edgecompress.errors import EdgeCompressError, NoFeasibleTrial
+from edgecompress.evaluators import measure_ratio, onnx_accuracy, session
+from edgecompress.experiment import Experiment
+from edgecompress.gate import CpuGate
+from edgecompress.search import Result
+from edgecompress.search.trial import reference_of
+from edgecompress.targets import describe_device
+from edgecompress.targets.device import package_versions
+
+
+def pick_trial(result: Result, trial: int | None) -> int:
+    """The trial number to export: the given one, or the best feasible one."""
+    if trial is None:
+        best = result.best()
+        if best is None:
+            raise NoFeasibleTrial(
+                f"study {result.study_name!r} has no trial within the budget of "
+                f"{result.budget_ms:.4f} ms, so there is no best trial to export. Pick one of the "
+                "closest trials shown by `edgecompress front` with --trial N, or search further."
+            )
+        return int(best["trial"])
+    if trial not in set(result.trials["trial"]):
+        done = ", ".join(str(t) for t in result.trials["trial"]) or "none"
+        raise EdgeCompressError(
+            f"study {result.study_name!r} has no completed trial {trial}. Completed trials: {done}."
+        )
+    return trial
+
+
+def export(
+    experiment: Experiment,
+    result: Result,
+    path: str | Path,
+    *,
+    trial: int | None = None,
+    remeasure: bool = True,
+) -> dict[str, Any]:
+    """Writes ``path`` (.onnx) and the manifest beside it (.json); returns the manifest.
+
+    The ONNX file recorded with the trial is checked before anything is written: its accuracy
+    on the validation split, recomputed now in ONNX Runtime, must equal the recorded one.
+    ``remeasure`` also times it again against the reference and records that latency.
+    """
+    path = Path(path)
+    if path.suffix != ".onnx":
+        raise EdgeCompressError(f"export path {str(path)!r} must end in .onnx")
+    number = pick_trial(result, trial)
+    row = result.trials.set_index("trial").loc[number]
+    with tempfile.TemporaryDirectory() as tmp:
+        model = _download(result, number, Path(tmp) / "model.onnx")
+        accuracy = onnx_accuracy(model, *experiment.task.arrays("val"))
+        if accuracy != row["accuracy"]:
+            raise EdgeCompressError(
+                f"trial {number}: the stored model's validation accuracy is {accuracy:.6f} here, "
+                f"but the study recorded {row['accuracy']:.6f}. Nothing was written. The model "
+                "or the data changed since the search (another experiment file, other data?)."
+            )
+        manifest = _manifest(result, number, row)
+        if remeasure:
+            manifest["metrics"]["latency_ms_remeasured"] = _remeasure(experiment, result, model)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(model, path)
+    path.with_suffix(".json").write_text(json.dumps(manifest, indent=2) + "\n")
+    session(path)  # the written file loads on its own
+    return manifest
+
+
+def _download(result: Result, number: int, dst: Path) -> Path:
+    store = FileSystemArtifactStore(result.meta["artifacts"])
+    try:
+        download_artifact(
+            artifact_store=store, artifact_id=result.artifacts[number], file_path=str(dst)
+        )
+    except Exception as exc:  # noqa: BLE001 - a missing or unreadable artifact
+        raise EdgeCompressError(
+            f"trial {number}: its ONNX file is not in the artifact store "
+            f"{result.meta['artifacts']} ({type(exc).__name__}: {exc}). The search wrote it "
+            "there; restore that folder, or search again in a new study."
+        ) from None
+    return dst
+
+
+def _remeasure(experiment: Experiment, result: Result, model: Path) -> float:
+    """Latency now: ratio to the reference measured now, times the study's reference latency."""
+    reference = reference_of(experiment)
+    with CpuGate().measure():
+        m = measure_ratio(model, reference.onnx, reference.feed, threads=experiment.target.threads)
+    return m.ratio * float(result.meta["reference_latency_ms"])
+
+
+def _manifest(result: Result, number: int, row: pd.Series) -> dict[str, Any]:
+    metrics = {
+        k: float(row[k])
+        for k in ("accuracy", "test_accuracy", "latency_ms", "size_mb", "latency_spread_pct")
+    }
+    meta = result.meta
+    return {
+        "study": result.study_name,
+        "trial": number,
+        "baseline": row["baseline"] or None,
+        "plan": row["plan"],
+        "metrics": metrics,
+        "accuracy_split": "val (selection); test_accuracy is the held-out test split",
+        "budget_ms": meta["budget_ms"],
+        "speedup_budget": meta.get("speedup"),
+        "feasible": bool(row["feasible"]),
+        "reference_latency_ms": meta["reference_latency_ms"],
+        "target": {
+            **meta["target"],
+            "searched_on": meta["device"],
+            "exported_on": describe_device(),
+        },
+        "versions": package_versions(),
+        "input": "input",
+        "output": "logits",
+    }

@@ -1,0 +1,82 @@
+"""The latency budget: from --budget-ms or --speedup, and refused when the space cannot reach it."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from edgecompress.compress import ChannelPruner, StaticInt8Quantizer, export_onnx
+from edgecompress.errors import EdgeCompressError
+from edgecompress.evaluators import measure_ratio
+from edgecompress.experiment import Experiment
+from edgecompress.gate import CpuGate
+from edgecompress.plan import Plan
+from edgecompress.search.study import baseline_params
+from edgecompress.search.trial import Reference
+from edgecompress.spaces import Space
+
+
+def resolve_budget(
+    budget_ms: float | None, speedup: float | None, reference_ms: float
+) -> tuple[float, float | None]:
+    """``(budget_ms, speedup)``: exactly one of the two must be given."""
+    if (budget_ms is None) == (speedup is None):
+        raise EdgeCompressError(
+            "give the latency budget as exactly one of --budget-ms X (milliseconds on the "
+            "target) or --speedup S (the uncompressed model's latency divided by S)."
+        )
+    if speedup is not None:
+        if speedup <= 0:
+            raise EdgeCompressError(f"--speedup must be > 0, got {speedup}")
+        return reference_ms / speedup, speedup
+    assert budget_ms is not None
+    if budget_ms <= 0:
+        raise EdgeCompressError(f"--budget-ms must be > 0, got {budget_ms}")
+    return budget_ms, None
+
+
+def extreme_plans(space: Space) -> list[Plan]:
+    """The most compressed plans of the space: every ratio at its maximum, fp32 and int8."""
+    fixed = {k.name: k.value for k in space.knobs() if k.kind == "fixed"}
+    highs = {k.name: k.high for k in space.knobs() if k.name.startswith("prune.")}
+    plans = []
+    for kind in ("teacher", "int8"):
+        values = {**baseline_params(space, kind), **highs, **fixed}
+        plans.append(Plan(values))
+    return plans
+
+
+def fastest_reachable_ms(
+    experiment: Experiment, space: Space, reference: Reference, reference_ms: float
+) -> float:
+    """Measured latency of the most compressed plans (without fine-tuning): the space's floor."""
+    teacher = experiment.model().eval()
+    gate = CpuGate()
+    best = float("inf")
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, plan in enumerate(extreme_plans(space)):
+            pruned = ChannelPruner(experiment.example_input).apply(teacher, plan)
+            fp32 = export_onnx(pruned, experiment.example_input, Path(tmp) / f"{i}.onnx")
+            quantizer = StaticInt8Quantizer(experiment.task.calibration_batches)
+            path = quantizer.apply(fp32, Path(tmp) / f"{i}.q.onnx", plan)
+            with gate.measure():
+                m = measure_ratio(
+                    path,
+                    reference.onnx,
+                    reference.feed,
+                    threads=experiment.target.threads,
+                    rounds=15,
+                )
+            best = min(best, m.ratio * reference_ms)
+    return best
+
+
+def check_reachable(budget_ms: float, fastest_ms: float, reference_ms: float) -> None:
+    # 10% slack: the estimate itself is a measurement, and fine-tuning does not change latency.
+    if budget_ms < 0.9 * fastest_ms:
+        raise EdgeCompressError(
+            f"the latency budget {budget_ms:.4f} ms is below what the search space can reach: "
+            f"its most compressed plan measures about {fastest_ms:.4f} ms here (the uncompressed "
+            f"model: {reference_ms:.4f} ms, so at most about {reference_ms / fastest_ms:.1f}x "
+            "faster). Raise --budget-ms or lower --speedup, or widen the space."
+        )

@@ -1,0 +1,194 @@
+"""search(): open or resume the study, check the inputs, run trials until enough are complete."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import optuna
+from tqdm.auto import tqdm
+
+from edgecompress.errors import EdgeCompressError
+from edgecompress.evaluators import measure_absolute_ms
+from edgecompress.experiment import Experiment
+from edgecompress.gate import CpuGate
+from edgecompress.search.budget import check_reachable, fastest_reachable_ms, resolve_budget
+from edgecompress.search.executors import run_in_process
+from edgecompress.search.front import Result, load_result
+from edgecompress.search.ledger import Ledger
+from edgecompress.search.storage import DEFAULT_STORAGE, META, open_storage, sqlite_path
+from edgecompress.search.study import (
+    check_resume,
+    create,
+    ensure_baselines,
+    recover_interrupted,
+    sampler,
+    signature,
+)
+from edgecompress.search.trial import Outcome, Reference, reference_of
+from edgecompress.spaces import Space, default_space
+from edgecompress.targets import describe_device
+
+
+def space_of(experiment: Experiment) -> Space:
+    if experiment.space is not None:
+        if not isinstance(experiment.space, Space):
+            raise EdgeCompressError(
+                f"Experiment.space is a {type(experiment.space).__name__}; it must be a Space "
+                "(with knobs() and sample(trial)), or None for the default space."
+            )
+        return experiment.space
+    try:
+        return default_space(
+            experiment.model().eval(),
+            experiment.example_input,
+            finetune=experiment.task.finetune,
+            exclude=experiment.exclude,
+        )
+    except ValueError as exc:
+        raise EdgeCompressError(f"Experiment {experiment.name!r}: {exc}") from None
+
+
+def artifacts_dir(storage_url: str | None, study: str) -> Path:
+    """Next to an SQLite file (``demo.db.artifacts/``), else ``./edgecompress-artifacts``."""
+    path = sqlite_path(storage_url or DEFAULT_STORAGE)
+    base = Path(f"{path}.artifacts") if path else Path("edgecompress-artifacts")
+    return (base / study).resolve()
+
+
+def open_ledger(
+    experiment: Experiment,
+    *,
+    storage: str | None,
+    study: str | None,
+    budget_ms: float | None,
+    speedup: float | None,
+    reference: Reference,
+) -> Ledger:
+    """Resume the study (its settings checked) or create it (reference measured, budget checked)."""
+    space = space_of(experiment)
+    name = study or experiment.name
+    store = open_storage(storage, must_exist=False)
+    sig = signature(experiment, space)
+    try:
+        existing: optuna.Study | None = optuna.load_study(study_name=name, storage=store)
+    except KeyError:
+        existing = None
+    if existing is not None:
+        if META not in existing.user_attrs:
+            raise EdgeCompressError(
+                f"study {name!r} exists but was not created by edgecompress; "
+                "pass another --study name."
+            )
+        meta = existing.user_attrs[META]
+        wanted = None
+        if budget_ms is not None or speedup is not None:
+            wanted, _ = resolve_budget(budget_ms, speedup, meta["reference_latency_ms"])
+        check_resume(existing, sig, wanted)
+    else:
+        meta = new_study_meta(experiment, space, budget_ms, speedup, reference, storage, name)
+        create(store, name, experiment, {**meta, "signature": sig})
+    loaded = optuna.load_study(study_name=name, storage=store, sampler=sampler(experiment.seed))
+    recover_interrupted(loaded)
+    ensure_baselines(loaded, space)
+    return Ledger(loaded, space, experiment.objectives)
+
+
+def new_study_meta(
+    experiment: Experiment,
+    space: Space,
+    budget_ms: float | None,
+    speedup: float | None,
+    reference: Reference,
+    storage: str | None,
+    name: str,
+) -> dict[str, Any]:
+    resolve_budget(budget_ms, speedup, 1.0)  # refuse bad budget arguments before measuring
+    with CpuGate().measure():
+        reference_ms = measure_absolute_ms(
+            reference.onnx, reference.feed, threads=experiment.target.threads
+        )
+    budget, speedup = resolve_budget(budget_ms, speedup, reference_ms)
+    check_reachable(
+        budget, fastest_reachable_ms(experiment, space, reference, reference_ms), reference_ms
+    )
+    return {
+        "experiment": experiment.name,
+        "experiment_ref": experiment.ref,
+        "objectives": list(experiment.objectives),
+        "budget_ms": budget,
+        "speedup": speedup,
+        "reference_latency_ms": reference_ms,
+        "target": experiment.target.to_dict(),
+        "device": describe_device(),
+        "artifacts": str(artifacts_dir(storage, name)),
+    }
+
+
+def search(
+    experiment: Experiment,
+    *,
+    trials: int,
+    budget_ms: float | None = None,
+    speedup: float | None = None,
+    workers: int = 1,
+    storage: str | None = None,
+    study: str | None = None,
+    ray_address: str | None = None,
+    progress: bool = True,
+) -> Result:
+    """Run (or resume) the study until ``trials`` trials are complete; return its result.
+
+    ``trials`` counts all completed trials of the study, the two baselines included.
+    """
+    if trials < 1:
+        raise EdgeCompressError(f"--trials must be >= 1, got {trials}")
+    if workers < 1:
+        raise EdgeCompressError(f"--workers must be >= 1, got {workers}")
+    parallel = workers > 1 or ray_address is not None
+    if parallel and experiment.ref is None:
+        raise EdgeCompressError(
+            "running trials on Ray needs the experiment as an import path FILE.py:NAME, so that "
+            "workers import it themselves: load it with edgecompress.load_experiment(...), or "
+            "use workers=1."
+        )
+    experiment.validate()
+    reference = reference_of(experiment)
+    ledger = open_ledger(
+        experiment,
+        storage=storage,
+        study=study,
+        budget_ms=budget_ms,
+        speedup=speedup,
+        reference=reference,
+    )
+    done = ledger.completed()
+    bar = tqdm(
+        total=trials,
+        initial=min(done, trials),
+        desc=f"search {ledger.study.study_name}",
+        unit="trial",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+
+    def on_done(trial: optuna.Trial, outcome: Outcome | None) -> None:
+        if outcome is not None:
+            bar.update(1)
+        best = ledger.best_feasible()
+        bar.set_postfix_str(
+            f"best feasible: acc {best.accuracy:.4f} at {best.latency_ms:.4f} ms (#{best.number})"
+            if best
+            else f"no feasible trial yet (budget {ledger.budget_ms:.4f} ms)"
+        )
+
+    try:
+        if parallel:
+            from edgecompress.search.ray_executor import run_on_ray
+
+            run_on_ray(ledger, experiment, trials, on_done, workers=workers, address=ray_address)
+        else:
+            run_in_process(ledger, experiment, reference, trials, on_done)
+    finally:
+        bar.close()
+    return load_result(ledger.study)

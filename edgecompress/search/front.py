@@ -1,0 +1,115 @@
+"""Result: a read-only view of a study: its trials, the Pareto front, feasibility."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from edgecompress.search.storage import META, load_existing, open_storage
+
+COLUMNS = [
+    "trial",
+    "accuracy",
+    "test_accuracy",
+    "latency_ms",
+    "size_mb",
+    "feasible",
+    "violation_ms",
+    "latency_spread_pct",
+    "baseline",
+    "plan",
+]
+
+
+def pareto_mask(values: np.ndarray, directions: list[str]) -> np.ndarray:
+    """Rows not dominated by any other row (maximize/minimize per column)."""
+    signed = values * np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
+    keep = np.ones(len(signed), dtype=bool)
+    for i, row in enumerate(signed):
+        dominated_by = np.all(signed <= row, axis=1) & np.any(signed < row, axis=1)
+        keep[i] = not dominated_by.any()
+    return keep
+
+
+@dataclass(frozen=True)
+class Result:
+    study_name: str
+    meta: dict[str, Any]
+    trials: pd.DataFrame  # every completed trial
+    failed: int
+    artifacts: dict[int, str]  # trial number -> artifact id of its ONNX file
+
+    @property
+    def budget_ms(self) -> float:
+        return float(self.meta["budget_ms"])
+
+    @property
+    def objectives(self) -> list[str]:
+        return list(self.meta["objectives"])
+
+    @property
+    def has_feasible(self) -> bool:
+        return bool(self.trials["feasible"].any()) if len(self.trials) else False
+
+    def front(self, *, closest: int = 5) -> pd.DataFrame:
+        """Pareto-optimal feasible trials, most accurate first.
+
+        When no trial meets the budget, the ``closest`` least-violating trials instead (all with
+        ``feasible`` False): check ``has_feasible``.
+        """
+        if not self.has_feasible:
+            return self.trials.sort_values("violation_ms").head(closest).reset_index(drop=True)
+        ok = self.trials[self.trials["feasible"]]
+        directions = [optuna_direction(o) for o in self.objectives]
+        mask = pareto_mask(ok[self.objectives].to_numpy(dtype=float), directions)
+        front = ok[mask].drop_duplicates(subset=self.objectives)
+        return front.sort_values(["accuracy", "latency_ms"], ascending=[False, True]).reset_index(
+            drop=True
+        )
+
+    def best(self) -> pd.Series | None:
+        """The most accurate feasible trial (then the fastest); None when none is feasible."""
+        return self.front().iloc[0] if self.has_feasible else None
+
+
+def optuna_direction(objective: str) -> str:
+    return "maximize" if objective == "accuracy" else "minimize"
+
+
+def _row(trial: optuna.trial.FrozenTrial, budget_ms: float) -> dict[str, Any]:
+    a = trial.user_attrs
+    latency = float(a["latency_ms"])
+    return {
+        "trial": trial.number,
+        "accuracy": float(a["accuracy"]),
+        "test_accuracy": float(a.get("test_accuracy", np.nan)),
+        "latency_ms": latency,
+        "size_mb": float(a["size_mb"]),
+        "feasible": latency <= budget_ms,
+        "violation_ms": max(0.0, latency - budget_ms),
+        "latency_spread_pct": float(a.get("latency_spread_pct", np.nan)),
+        "baseline": a.get("baseline", ""),
+        "plan": a["plan"],
+    }
+
+
+def load_result(study: optuna.Study) -> Result:
+    meta = dict(study.user_attrs[META])
+    trials = study.get_trials(deepcopy=False)
+    rows = [_row(t, meta["budget_ms"]) for t in trials if t.state == TrialState.COMPLETE]
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    failed = sum(t.state == TrialState.FAIL for t in trials)
+    artifacts = {
+        t.number: str(t.user_attrs["artifact_id"]) for t in trials if "artifact_id" in t.user_attrs
+    }
+    return Result(study.study_name, meta, frame, failed, artifacts)
+
+
+def open_result(study: str, storage: str | None = None) -> Result:
+    """The result of an existing study (an error lists the studies when the name is unknown)."""
+    return load_result(load_existing(study, open_storage(storage, must_exist=True), storage))

@@ -1,0 +1,65 @@
+"""Finds the layers of a model that can be pruned or quantized, and the ones that cannot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from edgecompress.spaces.base import Skipped
+
+WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """Output channels that must be pruned together; named after the first (root) layer."""
+
+    name: str
+    layers: tuple[str, ...]
+    channels: int
+
+
+def weight_layers(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)]
+
+
+def output_layer(model: nn.Module) -> str:
+    """The last weight layer: its outputs are the model's outputs, never pruned by default."""
+    names = weight_layers(model)
+    if not names:
+        raise ValueError("the model has no Conv1d, Conv2d or Linear layer to compress")
+    return names[-1]
+
+
+def channel_groups(
+    model: nn.Module, example_input: torch.Tensor, exclude: tuple[str, ...]
+) -> tuple[list[ChannelGroup], list[Skipped]]:
+    """Coupled output-channel groups (torch-pruning's dependency graph), in model order."""
+    modules = dict(model.named_modules())
+    names = {m: n for n, m in modules.items()}
+    skipped = [Skipped(n, "excluded by the experiment") for n in exclude if n in modules]
+    missing = [n for n in exclude if n not in modules]
+    if missing:
+        raise ValueError(f"exclude names layers the model does not have: {missing}")
+    ignored = [modules[n] for n in exclude]
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+    groups = []
+    for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=WEIGHT_LAYERS):
+        coupled = [
+            names[dep.target.module]
+            for dep, _ in group
+            if graph.is_out_channel_pruning_fn(dep.handler) and dep.target.module in names
+        ]
+        root = coupled[0]
+        channels = graph.get_out_channels(modules[root])
+        groups.append(ChannelGroup(root, tuple(dict.fromkeys(coupled)), int(channels)))
+    covered = {layer for g in groups for layer in g.layers}
+    for name in weight_layers(model):
+        if name not in covered and name not in exclude:
+            skipped.append(Skipped(name, "its output channels are coupled to an excluded layer"))
+    order = {n: i for i, n in enumerate(modules)}
+    groups.sort(key=lambda g: order[g.name])
+    return groups, skipped

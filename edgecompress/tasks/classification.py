@@ -1,0 +1,182 @@
+"""ClassificationTask: data loaders, fine-tuning with knowledge distillation, data for ONNX."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinetuneSettings:
+    """Fine-tuning of a compressed student with the uncompressed teacher (soft targets)."""
+
+    epochs: int = 10
+    lr: float = 2e-3
+    temperature: float = 4.0
+    kd_weight: float = 0.7  # weight of the soft-target loss; (1 - kd_weight) on the labels
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0 or self.lr <= 0 or self.temperature <= 0:
+            raise ValueError(f"FinetuneSettings needs epochs >= 0, lr > 0, temperature > 0: {self}")
+        if not 0.0 <= self.kd_weight <= 1.0:
+            raise ValueError(f"FinetuneSettings.kd_weight must lie in [0, 1], got {self.kd_weight}")
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    temperature: float,
+    kd_weight: float,
+) -> torch.Tensor:
+    """Hinton et al.: T^2 * KL(teacher_T || student_T) * w + CE(student, labels) * (1 - w)."""
+    t = temperature
+    soft = F.kl_div(
+        F.log_softmax(student_logits / t, dim=1),
+        F.log_softmax(teacher_logits / t, dim=1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    hard = F.cross_entropy(student_logits, labels)
+    return kd_weight * t * t * soft + (1.0 - kd_weight) * hard
+
+
+class _Indexed(Dataset):  # type: ignore[type-arg]
+    """Yields (x, y, index) so that teacher logits computed once can be looked up per sample."""
+
+    def __init__(self, base: Any) -> None:
+        self.base = base
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> tuple[Any, Any, int]:
+        x, y = self.base[i]
+        return x, y, i
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClassificationTask:
+    """Loaders yield ``(inputs, labels)``. ``val`` selects models; ``test`` is only reported."""
+
+    train: DataLoader  # type: ignore[type-arg]
+    val: DataLoader  # type: ignore[type-arg]
+    test: DataLoader | None = None  # type: ignore[type-arg]
+    finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
+    calibration_samples: int = 256
+    _arrays: dict[str, tuple[np.ndarray, np.ndarray]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def splits(self) -> list[str]:
+        return ["train", "val"] + (["test"] if self.test is not None else [])
+
+    def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
+        """The whole split as float32 inputs and int64 labels (cached), for ONNX Runtime."""
+        if split not in self._arrays:
+            loader = {"train": self.train, "val": self.val, "test": self.test}[split]
+            if loader is None:
+                raise ValueError(f"this task has no {split!r} split")
+            if hasattr(loader.dataset, "__len__"):  # a fixed order, whatever the loader shuffles
+                loader = DataLoader(loader.dataset, batch_size=256, shuffle=False)
+            xs, ys = zip(*((x, y) for x, y in loader), strict=True)
+            self._arrays[split] = (
+                torch.cat(xs).numpy().astype(np.float32),
+                torch.cat(ys).numpy().astype(np.int64),
+            )
+        return self._arrays[split]
+
+    def calibration_batches(self, batch_size: int = 32) -> Iterator[np.ndarray]:
+        """The first ``calibration_samples`` training inputs, for post-training quantization."""
+        x, _ = self.arrays("train")
+        x = x[: self.calibration_samples]
+        for start in range(0, len(x), batch_size):
+            yield x[start : start + batch_size]
+
+    def fit(
+        self,
+        student: nn.Module,
+        teacher: nn.Module,
+        *,
+        settings: FinetuneSettings | None = None,
+        seed: int = 0,
+        gate: Callable[[], AbstractContextManager[Any]] = nullcontext,
+    ) -> nn.Module:
+        """Fine-tune ``student`` in place with ``teacher`` as distillation teacher.
+
+        ``gate`` wraps every epoch (see ``CpuGate.work``) so that latency measurements on the same
+        machine never overlap training.
+        """
+        s = settings or self.finetune
+        if s.epochs == 0:
+            return student.eval()
+        torch.manual_seed(seed)
+        loader, teacher_logits = self._distillation_loader(teacher, seed, gate)
+        optimizer = torch.optim.AdamW(student.parameters(), lr=s.lr, weight_decay=1e-4)
+        total = s.epochs * len(loader)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total))
+        )
+        for _ in range(s.epochs):
+            with gate():
+                student.train()
+                for x, y, idx in loader:
+                    if teacher_logits is not None:
+                        t_logits = teacher_logits[idx]
+                    else:
+                        with torch.no_grad():
+                            t_logits = teacher(x)
+                    loss = distillation_loss(
+                        student(x), t_logits, y, temperature=s.temperature, kd_weight=s.kd_weight
+                    )
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    scheduler.step()
+        return student.eval()
+
+    def _distillation_loader(
+        self, teacher: nn.Module, seed: int, gate: Callable[[], AbstractContextManager[Any]]
+    ) -> tuple[DataLoader, torch.Tensor | None]:  # type: ignore[type-arg]
+        """A shuffling loader over (x, y, index) and the teacher's logits for every index.
+
+        Map-style datasets get the teacher's logits computed once; other datasets run the
+        teacher on every batch.
+        """
+        base = self.train.dataset
+        generator = torch.Generator().manual_seed(seed)
+        if not hasattr(base, "__len__") or not hasattr(base, "__getitem__"):
+            teacher.eval()
+            return _OnTheFly(self.train), None
+        batch = self.train.batch_size or 64
+        indexed = _Indexed(base)
+        with torch.no_grad(), gate():
+            teacher.eval()
+            ordered = DataLoader(indexed, batch_size=256, shuffle=False)
+            logits = torch.cat([teacher(x) for x, _, _ in ordered])
+        loader = DataLoader(indexed, batch_size=batch, shuffle=True, generator=generator)
+        return loader, logits
+
+
+class _OnTheFly:
+    """Adapts a loader of (x, y) to (x, y, index) for datasets without random access."""
+
+    def __init__(self, loader: DataLoader) -> None:  # type: ignore[type-arg]
+        self.loader = loader
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[tuple[Any, Any, None]]:
+        for x, y in self.loader:
+            yield x, y, None

@@ -1,0 +1,63 @@
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from edgecompress.compress import StaticInt8Quantizer, export_onnx, int8_layers, layer_nodes
+from edgecompress.evaluators import session
+from edgecompress.plan import InvalidPlan, Plan
+
+
+def _fp32(tiny, tmp_path: Path) -> Path:  # type: ignore[no-untyped-def]
+    return export_onnx(tiny.model(), tiny.example_input, tmp_path / "fp32.onnx")
+
+
+def test_export_matches_pytorch_and_has_dynamic_batch(tiny, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    model = tiny.model()
+    path = _fp32(tiny, tmp_path)
+    x = torch.randn(9, 24)
+    out = session(path).run(None, {"input": x.numpy()})[0]
+    np.testing.assert_allclose(out, model(x).detach().numpy(), rtol=1e-3, atol=1e-5)
+    assert set(layer_nodes(onnx.load(str(path)))) == {"conv1", "conv2", "fc"}
+
+
+def test_fp32_layers_stay_fp32_in_the_graph(tiny, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    quantizer = StaticInt8Quantizer(tiny.task.calibration_batches)
+    plan = Plan({"bits.conv1": 8, "bits.conv2": 32, "bits.fc": 8})
+    out = quantizer.apply(_fp32(tiny, tmp_path), tmp_path / "q.onnx", plan)
+    assert int8_layers(onnx.load(str(out))) == {"conv1", "fc"}
+    logits = session(out).run(None, {"input": np.zeros((3, 24), np.float32)})[0]
+    assert logits.shape == (3, 4)
+
+
+def test_all_int8_and_all_fp32(tiny, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    fp32 = _fp32(tiny, tmp_path)
+    quantizer = StaticInt8Quantizer(tiny.task.calibration_batches)
+    q8 = quantizer.apply(
+        fp32, tmp_path / "q8.onnx", Plan({f"bits.{n}": 8 for n in ("conv1", "conv2", "fc")})
+    )
+    q32 = quantizer.apply(
+        fp32, tmp_path / "q32.onnx", Plan({f"bits.{n}": 32 for n in ("conv1", "conv2", "fc")})
+    )
+    assert int8_layers(onnx.load(str(q8))) == {"conv1", "conv2", "fc"}
+    assert int8_layers(onnx.load(str(q32))) == set()
+    graph = onnx.load(str(q8)).graph
+    dtypes = {i.name: i.data_type for i in graph.initializer}
+    producers = {o: n for n in graph.node for o in n.output}
+    for node in graph.node:
+        if node.op_type in ("Conv", "Gemm"):
+            dq = producers[node.input[1]]
+            assert dq.op_type == "DequantizeLinear"
+            assert dtypes[dq.input[0]] == onnx.TensorProto.INT8, node.name
+    assert q8.stat().st_size < q32.stat().st_size
+
+
+def test_unsupported_bits_and_unknown_layers_are_invalid_plans(tiny, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    fp32 = _fp32(tiny, tmp_path)
+    quantizer = StaticInt8Quantizer(tiny.task.calibration_batches)
+    with pytest.raises(InvalidPlan, match="only 8"):
+        quantizer.apply(fp32, tmp_path / "x.onnx", Plan({"bits.conv1": 4}))
+    with pytest.raises(InvalidPlan, match="no ONNX node"):
+        quantizer.apply(fp32, tmp_path / "x.onnx", Plan({"bits.conv7": 8}))

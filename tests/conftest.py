@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).parent
+TINY = f"{TESTS / 'tiny_experiment.py'}:experiment"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Model caches and the CPU gate's lock files live in a per-session folder."""
+    base = tmp_path_factory.mktemp("cache")
+    os.environ["EDGECOMPRESS_CACHE"] = str(base)
+    os.environ["EDGECOMPRESS_GATE_DIR"] = str(base)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+@pytest.fixture
+def tiny():  # type: ignore[no-untyped-def]
+    from edgecompress import load_experiment
+
+    return load_experiment(TINY)
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -1,0 +1,68 @@
+"""End to end on the tiny model: search, front, export; the export stands alone."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import optuna
+
+from edgecompress import export, open_result, search
+from edgecompress.evaluators import onnx_accuracy, session
+
+
+def test_search_front_export(tiny, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+    result = search(tiny, trials=4, speedup=0.5, storage="sqlite:///e2e.db", progress=False)
+    assert len(result.trials) == 4
+    baselines = set(result.trials["baseline"]) - {""}
+    assert baselines == {"teacher", "int8"}
+    teacher = result.trials.set_index("baseline").loc["teacher"]
+    # the uncompressed teacher's plan is the identity, and it is ~1x the reference
+    assert all(v == 0.0 for k, v in teacher["plan"].items() if k.startswith("prune."))
+    assert 0.5 < teacher["latency_ms"] / result.meta["reference_latency_ms"] < 2.0
+    assert result.budget_ms == result.meta["reference_latency_ms"] / 0.5
+
+    front = result.front()
+    assert result.has_feasible  # the budget is twice the teacher's latency
+    assert list(front["accuracy"]) == sorted(front["accuracy"], reverse=True)
+    assert front["feasible"].all()
+    # nothing on the front is dominated by another feasible trial
+    ok = result.trials[result.trials["feasible"]]
+    for _, row in front.iterrows():
+        better = ok[
+            (ok["accuracy"] >= row["accuracy"])
+            & (ok["latency_ms"] <= row["latency_ms"])
+            & ((ok["accuracy"] > row["accuracy"]) | (ok["latency_ms"] < row["latency_ms"]))
+        ]
+        assert better.empty
+
+    # export a given trial and check it alone, in an empty folder
+    number = int(result.trials["trial"].iloc[-1])
+    out = workdir / "out" / "t.onnx"
+    manifest = export(tiny, open_result("tiny", "sqlite:///e2e.db"), out, trial=number)
+    alone = workdir / "alone"
+    alone.mkdir()
+    shutil.copy(out, alone / "model.onnx")
+    out.unlink()
+    recorded = result.trials.set_index("trial").loc[number]
+    x, y = tiny.task.arrays("val")
+    assert onnx_accuracy(alone / "model.onnx", x, y) == recorded["accuracy"]
+    xt, yt = tiny.task.arrays("test")
+    assert onnx_accuracy(alone / "model.onnx", xt, yt) == recorded["test_accuracy"]
+    logits = session(alone / "model.onnx").run(None, {"input": np.zeros((2, 24), np.float32)})[0]
+    assert logits.shape == (2, 4)
+
+    saved = json.loads((workdir / "out" / "t.json").read_text())
+    assert saved == manifest
+    assert saved["trial"] == number and saved["plan"] == recorded["plan"]
+    assert saved["metrics"]["accuracy"] == recorded["accuracy"]
+    assert saved["metrics"]["latency_ms_remeasured"] > 0
+    assert saved["target"]["threads"] == 1 and "cpu_model" in saved["target"]["searched_on"]
+    assert isinstance(saved["target"]["searched_on"]["isa_flags"], list)
+    assert set(saved["versions"]) >= {"torch", "onnxruntime", "optuna", "edgecompress"}
+
+    # no trial is left RUNNING, and the study holds exactly what the result shows
+    study = optuna.load_study(study_name="tiny", storage="sqlite:///e2e.db")
+    states = [t.state for t in study.trials]
+    assert optuna.trial.TrialState.RUNNING not in states
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 4

@@ -1,0 +1,34 @@
+"""The Ray Tune path: two workers, the study as the only record, no Ray process left behind."""
+
+import subprocess
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from edgecompress import search
+
+
+def _ray_processes() -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if "raylet" in line or "gcs_server" in line]
+
+
+def test_two_workers_on_ray(tiny, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+    before = _ray_processes()
+    result = search(
+        tiny, trials=4, speedup=0.5, workers=2, storage="sqlite:///ray.db", progress=False
+    )
+    assert len(result.trials) == 4
+    assert set(result.trials["baseline"]) >= {"teacher", "int8"}
+    study = optuna.load_study(study_name="tiny", storage="sqlite:///ray.db")
+    assert [t.state for t in study.trials].count(TrialState.COMPLETE) == 4
+    assert TrialState.RUNNING not in [t.state for t in study.trials]
+    # every completed trial's ONNX file was stored with it; staging is empty
+    artifacts = Path(result.meta["artifacts"])
+    assert all((artifacts / result.artifacts[n]).exists() for n in result.trials["trial"])
+    assert not any((artifacts / "staging").glob("*.onnx"))
+    # two trials ran at the same time on the two workers (their time spans overlap)
+    spans = sorted((t.datetime_start, t.datetime_complete) for t in study.trials)
+    assert any(b[0] < a[1] for a, b in zip(spans, spans[1:], strict=False))
+    assert _ray_processes() == before  # the local Ray was shut down

@@ -1,0 +1,146 @@
+"""The command line, and the clear errors bad input gets before any trial runs."""
+
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from edgecompress.cli import EXIT_BAD_INPUT, EXIT_INFEASIBLE, main
+
+from .conftest import TINY  # type: ignore[import-not-found]
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("command", ["search", "front", "export"])
+def test_every_subcommand_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([command, "--help"])
+    assert exit_.value.code == 0
+    assert "--storage" in capsys.readouterr().out
+
+
+def test_experiment_path_errors(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(
+        capsys, "search", "missing.py:experiment", "--speedup", "2", "--trials", "2"
+    )
+    assert code == EXIT_BAD_INPUT and "no file" in err
+    (workdir / "broken.py").write_text("import nonexistent_module_xyz\n")
+    code, _, err = _run(capsys, "search", "broken.py:experiment", "--speedup", "2", "--trials", "2")
+    assert code == EXIT_BAD_INPUT and "nonexistent_module_xyz" in err and "importing" in err
+    (workdir / "other.py").write_text(
+        f"import runpy\nfrom edgecompress import Experiment\n"
+        f"exp = runpy.run_path({TINY.split(':')[0]!r})['experiment']\n"
+    )
+    code, _, err = _run(capsys, "search", "other.py:experiment", "--speedup", "2", "--trials", "2")
+    assert code == EXIT_BAD_INPUT and "defines no 'experiment'" in err and "exp" in err
+    code, _, err = _run(capsys, "search", "other.py", "--speedup", "2", "--trials", "2")
+    assert code == EXIT_BAD_INPUT and "FILE.py:NAME" in err
+    assert not list(workdir.glob("*.db"))  # nothing was created
+
+
+def test_a_rejected_input_shape(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (workdir / "shape.py").write_text(
+        f"import runpy, torch\nfrom dataclasses import replace\n"
+        f"base = runpy.run_path({TINY.split(':')[0]!r})['experiment']\n"
+        "experiment = replace(base, example_input=torch.zeros(1, 3, 7))\n"
+    )
+    code, _, err = _run(capsys, "search", "shape.py:experiment", "--speedup", "2", "--trials", "2")
+    assert code == EXIT_BAD_INPUT
+    assert "rejects the example input of shape (1, 3, 7)" in err
+
+
+def test_storage_and_study_errors(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "front", "--storage", "sqlite:///nothing.db")
+    assert code == EXIT_BAD_INPUT and "no such file" in err
+    assert not (workdir / "nothing.db").exists()
+    (workdir / "junk.db").write_bytes(b"this is not a database" * 10)
+    code, _, err = _run(capsys, "front", "--study", "x", "--storage", "sqlite:///junk.db")
+    assert code == EXIT_BAD_INPUT and "not an SQLite database" in err
+    assert (workdir / "junk.db").read_bytes() == b"this is not a database" * 10  # untouched
+    code, _, err = _run(
+        capsys, "search", TINY, "--speedup", "2", "--trials", "2", "--storage", "nosuchdriver://x/y"
+    )
+    assert code == EXIT_BAD_INPUT and "cannot be opened" in err
+    sqlite3.connect(workdir / "empty.db").close()
+    code, _, err = _run(capsys, "front", "--study", "ghost", "--storage", "sqlite:///empty.db")
+    assert code == EXIT_BAD_INPUT and "no study named 'ghost'" in err
+
+
+def test_budget_arguments_and_unreachable_budget(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run(capsys, "search", TINY, "--trials", "2", "--storage", "sqlite:///b.db")
+    assert code == EXIT_BAD_INPUT and "--budget-ms" in err and "--speedup" in err
+    code, _, err = _run(
+        capsys,
+        "search",
+        TINY,
+        "--budget-ms",
+        "0.00001",
+        "--trials",
+        "2",
+        "--storage",
+        "sqlite:///b.db",
+    )
+    assert code == EXIT_BAD_INPUT
+    assert "below what the search space can reach" in err and "most compressed plan measures" in err
+    code, _, err = _run(capsys, "front", "--study", "tiny", "--storage", "sqlite:///b.db")
+    assert code == EXIT_BAD_INPUT and "Studies there: none" in err  # no study was created
+
+
+def test_search_front_export_and_the_infeasible_case(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = "sqlite:///cli.db"
+    code, out, _ = _run(
+        capsys,
+        "search",
+        TINY,
+        "--speedup",
+        "0.5",
+        "--trials",
+        "3",
+        "--storage",
+        db,
+        "--no-progress",
+        "--format",
+        "json",
+    )
+    assert code == 0
+    front = json.loads(out)
+    assert front and {"trial", "accuracy", "latency_ms", "size_mb", "feasible", "plan"} <= set(
+        front[0]
+    )
+    code, out, _ = _run(capsys, "front", "--study", "tiny", "--storage", db)
+    assert code == 0 and "budget" in out and "meets" in out
+    code, out, _ = _run(capsys, "front", "--storage", db, "--format", "csv")
+    assert code == 0 and out.splitlines()[0].startswith("trial,accuracy")
+    code, out, _ = _run(capsys, "export", "--storage", db, "--best", "-o", "out/best.onnx")
+    assert code == 0 and (workdir / "out" / "best.onnx").exists()
+    manifest = json.loads((workdir / "out" / "best.json").read_text())
+    assert manifest["trial"] == front[0]["trial"] and manifest["feasible"]
+    code, _, err = _run(capsys, "export", "--storage", db, "--trial", "99", "-o", "x.onnx")
+    assert code == EXIT_BAD_INPUT and "no completed trial 99" in err
+
+    # a copy of the study under a budget nothing meets: distinct exit code, export --best refuses
+    shutil.copy(workdir / "cli.db", workdir / "tight.db")
+    import optuna
+
+    from edgecompress.search.storage import META
+
+    study = optuna.load_study(study_name="tiny", storage="sqlite:///tight.db")
+    study.set_user_attr(META, {**study.user_attrs[META], "budget_ms": 1e-6})
+    code, out, err = _run(capsys, "front", "--storage", "sqlite:///tight.db")
+    assert code == EXIT_INFEASIBLE and "NO trial meets the budget" in out
+    code, _, err = _run(
+        capsys, "export", "--storage", "sqlite:///tight.db", "--best", "-o", "y.onnx"
+    )
+    assert code == EXIT_INFEASIBLE and "no trial within the budget" in err
+    assert not (workdir / "y.onnx").exists()
