@@ -3,7 +3,7 @@
 VENV := .venv/bin
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -14,12 +14,9 @@ demo: setup
 	$(VENV)/edgecompress export --study mnist1d --storage sqlite:///demo.db --best -o out/model.onnx
 
 test: setup
-	$(VENV)/python -m pytest -q tests
-
-lint: setup
 	$(VENV)/ruff check edgecompress tests examples bench
 	$(VENV)/mypy
-	$(VENV)/lint-imports
+	$(VENV)/python -m pytest -q tests
 
 bench: setup
 	$(VENV)/python bench/demo_search.py

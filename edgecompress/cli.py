@@ -1,6 +1,7 @@
 """The command line: a thin shell, each subcommand one library call.
 
-Exit codes: 0 done; 2 bad input (nothing was run or changed); 3 no trial meets the budget.
+Exit codes: 0 done; 2 bad input (nothing was run or changed); 3 no trial meets the budget;
+4 the search stopped because trials kept failing (finished trials are kept).
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ from typing import Any
 
 import pandas as pd
 
-from edgecompress.errors import EdgeCompressError, NoFeasibleTrial
+from edgecompress.errors import EdgeCompressError, NoFeasibleTrial, TrialsKeepFailing
 from edgecompress.experiment import Experiment, load_experiment
 from edgecompress.export import export
 from edgecompress.search import DEFAULT_STORAGE, Result, open_result, search
 from edgecompress.search.storage import open_storage, study_names
 
-EXIT_BAD_INPUT, EXIT_INFEASIBLE = 2, 3
+EXIT_BAD_INPUT, EXIT_INFEASIBLE, EXIT_TRIALS_FAILING = 2, 3, 4
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -96,6 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EdgeCompressError as exc:
         print(f"edgecompress: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except TrialsKeepFailing as exc:
+        print(f"edgecompress: {exc}", file=sys.stderr)
+        return EXIT_TRIALS_FAILING
     except KeyboardInterrupt:
         print(
             "edgecompress: interrupted; finished trials are kept, run again to resume.",
@@ -160,15 +164,6 @@ def _experiment_of(result: Result, ref: str | None) -> Experiment:
     return load_experiment(ref)
 
 
-def front_records(result: Result, frame: pd.DataFrame) -> list[dict[str, Any]]:
-    ref = float(result.meta["reference_latency_ms"])
-    records = frame.to_dict(orient="records")
-    for r in records:
-        r["speedup"] = ref / r["latency_ms"]
-        r["feasible"] = bool(r["feasible"])
-    return records
-
-
 def _plan_summary(plan: dict[str, Any]) -> str:
     ratios = [float(v) for k, v in plan.items() if k.startswith("prune.")]
     bits = [int(v) for k, v in plan.items() if k.startswith("bits.")]
@@ -178,9 +173,9 @@ def _plan_summary(plan: dict[str, Any]) -> str:
 
 def _print_front(result: Result, fmt: str) -> int:
     frame = result.front()
-    records = front_records(result, frame)
+    records = result.records(frame)
     if fmt == "json":
-        print(json.dumps(records, indent=2))
+        print(json.dumps(records, indent=2, allow_nan=False))
     elif fmt == "csv":
         flat = pd.DataFrame(records)
         if len(flat):
@@ -215,7 +210,7 @@ def _table(result: Result, records: list[dict[str, Any]]) -> str:
         {
             "trial": r["trial"],
             "accuracy": f"{r['accuracy']:.4f}",
-            "test_acc": f"{r['test_accuracy']:.4f}",
+            "test_acc": "-" if r["test_accuracy"] is None else f"{r['test_accuracy']:.4f}",
             "latency_ms": f"{r['latency_ms']:.4f}",
             "speedup": f"{r['speedup']:.1f}x",
             "size_mb": f"{r['size_mb']:.3f}",

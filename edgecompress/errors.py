@@ -7,3 +7,7 @@ class EdgeCompressError(Exception):
 
 class NoFeasibleTrial(EdgeCompressError):
     """No trial meets the constraints; carries the least-violating trials."""
+
+
+class TrialsKeepFailing(Exception):
+    """Trials fail one after another; the search stopped (CLI exit code 4)."""

@@ -63,7 +63,13 @@ class Experiment:
 
     def validate(self) -> None:
         """Runs the model once on the example input; a rejected shape is a clear error."""
-        model = self.model()
+        try:
+            model = self.model()
+        except Exception as exc:  # noqa: BLE001 - the user's factory failed
+            raise EdgeCompressError(
+                f"Experiment {self.name!r}: model() failed ({type(exc).__name__}: {exc}). It must "
+                "return the trained model; check the weights file or code it loads."
+            ) from None
         if not isinstance(model, nn.Module):
             raise EdgeCompressError(
                 f"Experiment {self.name!r}: model() returned {type(model).__name__}, expected a "
@@ -109,7 +115,12 @@ def load_experiment(ref: str) -> Experiment:
         )
     value = getattr(module, name)
     if callable(value) and not isinstance(value, Experiment):
-        value = value()
+        try:
+            value = value()
+        except Exception as exc:  # noqa: BLE001 - the user's factory failed
+            raise EdgeCompressError(
+                f"experiment {ref!r}: calling {name}() failed ({type(exc).__name__}: {exc})."
+            ) from None
     if not isinstance(value, Experiment):
         raise EdgeCompressError(
             f"experiment {ref!r}: {name} is a {type(value).__name__}, not an "

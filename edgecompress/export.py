@@ -8,7 +8,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from optuna.artifacts import FileSystemArtifactStore, download_artifact
 
 from edgecompress.errors import EdgeCompressError, NoFeasibleTrial
@@ -58,24 +57,33 @@ def export(
     if path.suffix != ".onnx":
         raise EdgeCompressError(f"export path {str(path)!r} must end in .onnx")
     number = pick_trial(result, trial)
-    row = result.trials.set_index("trial").loc[number]
+    record = result.records(result.trials[result.trials["trial"] == number])[0]
     with tempfile.TemporaryDirectory() as tmp:
         model = _download(result, number, Path(tmp) / "model.onnx")
-        accuracy = onnx_accuracy(model, *experiment.task.arrays("val"))
-        if accuracy != row["accuracy"]:
-            raise EdgeCompressError(
-                f"trial {number}: the stored model's validation accuracy is {accuracy:.6f} here, "
-                f"but the study recorded {row['accuracy']:.6f}. Nothing was written. The model "
-                "or the data changed since the search (another experiment file, other data?)."
-            )
-        manifest = _manifest(result, number, row)
+        _verify(experiment, model, record)
+        manifest = _manifest(result, record)
         if remeasure:
             manifest["metrics"]["latency_ms_remeasured"] = _remeasure(experiment, result, model)
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(model, path)
-    path.with_suffix(".json").write_text(json.dumps(manifest, indent=2) + "\n")
+    path.with_suffix(".json").write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
     session(path)  # the written file loads on its own
     return manifest
+
+
+def _verify(experiment: Experiment, model: Path, record: dict[str, Any]) -> None:
+    """The file's accuracies, recomputed in ONNX Runtime now, equal the recorded ones."""
+    splits = [("val", "accuracy")]
+    if experiment.task.test is not None and record["test_accuracy"] is not None:
+        splits.append(("test", "test_accuracy"))
+    for split, key in splits:
+        now = onnx_accuracy(model, *experiment.task.arrays(split))
+        if now != record[key]:
+            raise EdgeCompressError(
+                f"trial {record['trial']}: the stored model's {split} accuracy is {now:.6f} here, "
+                f"but the study recorded {record[key]:.6f}. Nothing was written. The model or "
+                "the data changed since the search (another experiment file, other data?)."
+            )
 
 
 def _download(result: Result, number: int, dst: Path) -> Path:
@@ -96,27 +104,25 @@ def _download(result: Result, number: int, dst: Path) -> Path:
 def _remeasure(experiment: Experiment, result: Result, model: Path) -> float:
     """Latency now: ratio to the reference measured now, times the study's reference latency."""
     reference = reference_of(experiment)
+    threads = int(result.meta["target"]["threads"])  # as the study measured, whatever the file
     with CpuGate().measure():
-        m = measure_ratio(model, reference.onnx, reference.feed, threads=experiment.target.threads)
+        m = measure_ratio(model, reference.onnx, reference.feed, threads=threads)
     return m.ratio * float(result.meta["reference_latency_ms"])
 
 
-def _manifest(result: Result, number: int, row: pd.Series) -> dict[str, Any]:
-    metrics = {
-        k: float(row[k])
-        for k in ("accuracy", "test_accuracy", "latency_ms", "size_mb", "latency_spread_pct")
-    }
+def _manifest(result: Result, record: dict[str, Any]) -> dict[str, Any]:
+    keys = ("accuracy", "test_accuracy", "latency_ms", "size_mb", "latency_spread_pct")
     meta = result.meta
     return {
         "study": result.study_name,
-        "trial": number,
-        "baseline": row["baseline"] or None,
-        "plan": row["plan"],
-        "metrics": metrics,
+        "trial": record["trial"],
+        "baseline": record["baseline"] or None,
+        "plan": record["plan"],
+        "metrics": {k: record[k] for k in keys},
         "accuracy_split": "val (selection); test_accuracy is the held-out test split",
         "budget_ms": meta["budget_ms"],
         "speedup_budget": meta.get("speedup"),
-        "feasible": bool(row["feasible"]),
+        "feasible": record["feasible"],
         "reference_latency_ms": meta["reference_latency_ms"],
         "target": {
             **meta["target"],

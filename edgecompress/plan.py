@@ -24,30 +24,30 @@ class InvalidPlan(ValueError):
 
 @dataclass(frozen=True)
 class Plan(Mapping[str, Value]):
-    values: Mapping[str, Value] = field(default_factory=dict)
+    entries: Mapping[str, Value] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name, value in self.values.items():
+        for name, value in self.entries.items():
             _check_entry(name, value)
-        frozen = MappingProxyType(dict(sorted(self.values.items())))
-        object.__setattr__(self, "values", frozen)
+        frozen = MappingProxyType(dict(sorted(self.entries.items())))
+        object.__setattr__(self, "entries", frozen)
 
     def __getitem__(self, name: str) -> Value:
-        return self.values[name]
+        return self.entries[name]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self.values)
+        return iter(self.entries)
 
     def __len__(self) -> int:
-        return len(self.values)
+        return len(self.entries)
 
     def section(self, prefix: str) -> dict[str, Value]:
         """The entries under ``prefix.``, keyed by the rest of the name: ``{"conv2": 0.5}``."""
         start = prefix + "."
-        return {k[len(start) :]: v for k, v in self.values.items() if k.startswith(start)}
+        return {k[len(start) :]: v for k, v in self.entries.items() if k.startswith(start)}
 
     def to_dict(self) -> dict[str, Value]:
-        return dict(self.values)
+        return dict(self.entries)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))

@@ -25,10 +25,11 @@ def test_section_strips_prefix() -> None:
     assert plan.section("prune") == {"features.0": 0.5, "fc1": 0.25}
 
 
-def test_plan_is_immutable() -> None:
+def test_plan_is_a_read_only_mapping() -> None:
     plan = Plan({"prune.a": 0.1})
     with pytest.raises(TypeError):
-        plan.values["prune.a"] = 0.2  # type: ignore[index]
+        plan.entries["prune.a"] = 0.2  # type: ignore[index]
+    assert list(plan.values()) == [0.1] and dict(plan) == {"prune.a": 0.1}
 
 
 @pytest.mark.parametrize(

@@ -51,17 +51,19 @@ def compress(
     """Build the plan's compressed model and its deployable ONNX file in ``workdir``.
 
     Fine-tuning recovers from structural change, so it runs only when the plan removed channels;
-    a plan that only quantizes is post-training quantization of the teacher.
+    a plan that only quantizes is post-training quantization of the teacher. ``gate`` wraps
+    every CPU-heavy step (see ``CpuGate.work``).
     """
-    teacher = experiment.model().eval()
-    student = ChannelPruner(experiment.example_input).apply(teacher, plan)
     settings = finetune_settings(plan, experiment.task.finetune)
+    with gate():
+        teacher = experiment.model().eval()
+        student = ChannelPruner(experiment.example_input).apply(teacher, plan)
     pruned = any(float(r) > 0 for r in plan.section("prune").values())
     if pruned:
         experiment.task.fit(student, teacher, settings=settings, seed=experiment.seed, gate=gate)
-    fp32 = export_onnx(student, experiment.example_input, workdir / "fp32.onnx")
     quantizer = StaticInt8Quantizer(experiment.task.calibration_batches)
     with gate():
+        fp32 = export_onnx(student, experiment.example_input, workdir / "fp32.onnx")
         path = quantizer.apply(fp32, workdir / "model.onnx", plan)
     notes = {"finetuned_epochs": settings.epochs if pruned else 0, "quantization": "static QDQ"}
     return Candidate(plan=plan, module=student, onnx_path=path, input_name=INPUT, notes=notes)

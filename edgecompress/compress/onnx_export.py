@@ -27,7 +27,7 @@ def export_onnx(model: nn.Module, example_input: torch.Tensor, path: Path) -> Pa
         torch.onnx.export(
             model.eval(),
             (example_input,),
-            buffer,
+            buffer,  # type: ignore[arg-type]
             dynamo=False,
             input_names=[INPUT],
             output_names=[OUTPUT],

@@ -52,10 +52,11 @@ class StaticInt8Quantizer:
         unknown = sorted(set(bits) - set(nodes))
         if unknown:
             raise InvalidPlan(f"bits: no ONNX node found for layers {unknown}")
-        if all(b == 32 for b in bits.values()):
+        if not any(b == 8 for b in bits.values()):
             shutil.copyfile(src, dst)
             return dst
-        keep_fp32 = [nodes[layer] for layer, b in bits.items() if b == 32]
+        # only the layers the plan says are int8 are quantized; all others stay fp32
+        keep_fp32 = [node for layer, node in nodes.items() if bits.get(layer, 32) != 8]
         prepared = dst.with_suffix(".pre.onnx")
         root = logging.getLogger()
         level = root.level
@@ -77,6 +78,12 @@ class StaticInt8Quantizer:
         finally:
             root.setLevel(level)
             prepared.unlink(missing_ok=True)
+        wanted = {layer for layer, b in bits.items() if b == 8}
+        got = int8_layers(onnx.load(str(dst)))
+        if got != wanted:
+            raise InvalidPlan(
+                f"bits: ONNX Runtime quantized {sorted(got)}, the plan asked for {sorted(wanted)}"
+            )
         return dst
 
 

@@ -26,9 +26,8 @@ def onnx_accuracy(
 class OnnxAccuracy:
     """``accuracy`` on the validation split (selection); ``test_accuracy`` reported, if any."""
 
-    def __init__(self, task: ClassificationTask, *, threads: int = 1) -> None:
+    def __init__(self, task: ClassificationTask) -> None:
         self.task = task
-        self.threads = threads
 
     def __call__(self, candidate: Candidate) -> dict[str, float]:
         metrics = {"accuracy": onnx_accuracy(candidate.onnx_path, *self.task.arrays("val"))}

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from edgecompress.compress import ChannelPruner, StaticInt8Quantizer, export_onnx
+from edgecompress.compress import compress
 from edgecompress.errors import EdgeCompressError
 from edgecompress.evaluators import measure_ratio
 from edgecompress.experiment import Experiment
 from edgecompress.gate import CpuGate
-from edgecompress.plan import Plan
+from edgecompress.plan import InvalidPlan, Plan
 from edgecompress.search.study import baseline_params
 from edgecompress.search.trial import Reference
 from edgecompress.spaces import Space
@@ -36,32 +37,33 @@ def resolve_budget(
 
 
 def extreme_plans(space: Space) -> list[Plan]:
-    """The most compressed plans of the space: every ratio at its maximum, fp32 and int8."""
-    fixed = {k.name: k.value for k in space.knobs() if k.kind == "fixed"}
-    highs = {k.name: k.high for k in space.knobs() if k.name.startswith("prune.")}
-    plans = []
-    for kind in ("teacher", "int8"):
-        values = {**baseline_params(space, kind), **highs, **fixed}
-        plans.append(Plan(values))
-    return plans
+    """The most compressed plans of the space, fp32 and int8, without fine-tuning."""
+    fixed: dict[str, Any] = {k.name: k.value for k in space.knobs() if k.kind == "fixed"}
+    highs: dict[str, Any] = {k.name: k.high for k in space.knobs() if k.name.startswith("prune.")}
+    return [
+        Plan({**fixed, **baseline_params(space, kind), **highs, "finetune.epochs": 0})
+        for kind in ("teacher", "int8")
+    ]
 
 
 def fastest_reachable_ms(
     experiment: Experiment, space: Space, reference: Reference, reference_ms: float
 ) -> float:
-    """Measured latency of the most compressed plans (without fine-tuning): the space's floor."""
-    teacher = experiment.model().eval()
+    """Measured latency of the most compressed plans: the floor of what the space can reach."""
     gate = CpuGate()
     best = float("inf")
     with tempfile.TemporaryDirectory() as tmp:
         for i, plan in enumerate(extreme_plans(space)):
-            pruned = ChannelPruner(experiment.example_input).apply(teacher, plan)
-            fp32 = export_onnx(pruned, experiment.example_input, Path(tmp) / f"{i}.onnx")
-            quantizer = StaticInt8Quantizer(experiment.task.calibration_batches)
-            path = quantizer.apply(fp32, Path(tmp) / f"{i}.q.onnx", plan)
+            try:
+                candidate = compress(experiment, plan, Path(tmp) / str(i), gate=gate.work)
+            except InvalidPlan as exc:
+                raise EdgeCompressError(
+                    f"the most compressed plan of the space cannot be built ({exc}); lower the "
+                    "largest pruning ratio or exclude the layer named."
+                ) from None
             with gate.measure():
                 m = measure_ratio(
-                    path,
+                    candidate.onnx_path,
                     reference.onnx,
                     reference.feed,
                     threads=experiment.target.threads,

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import onnx
 import optuna
 from tqdm.auto import tqdm
 
+from edgecompress.compress import layer_nodes
 from edgecompress.errors import EdgeCompressError
 from edgecompress.evaluators import measure_absolute_ms
 from edgecompress.experiment import Experiment
@@ -30,23 +32,36 @@ from edgecompress.spaces import Space, default_space
 from edgecompress.targets import describe_device
 
 
-def space_of(experiment: Experiment) -> Space:
-    if experiment.space is not None:
-        if not isinstance(experiment.space, Space):
-            raise EdgeCompressError(
-                f"Experiment.space is a {type(experiment.space).__name__}; it must be a Space "
-                "(with knobs() and sample(trial)), or None for the default space."
+def space_of(experiment: Experiment, reference: Reference) -> Space:
+    """The experiment's space, or the default one built from the model and its ONNX export."""
+    space = experiment.space
+    if space is None:
+        try:
+            space = default_space(
+                experiment.model().eval(),
+                experiment.example_input,
+                finetune=experiment.task.finetune,
+                exclude=experiment.exclude,
+                quantizable=list(layer_nodes(onnx.load_from_string(reference.onnx))),
             )
-        return experiment.space
-    try:
-        return default_space(
-            experiment.model().eval(),
-            experiment.example_input,
-            finetune=experiment.task.finetune,
-            exclude=experiment.exclude,
+        except Exception as exc:  # noqa: BLE001 - torch-pruning cannot trace the model, ...
+            raise EdgeCompressError(
+                f"Experiment {experiment.name!r}: no search space could be built from the model "
+                f"({type(exc).__name__}: {exc}). Name the layers to leave alone in "
+                "Experiment.exclude, or give Experiment.space."
+            ) from None
+    if not isinstance(space, Space):
+        raise EdgeCompressError(
+            f"Experiment.space is a {type(space).__name__}; it must be a Space (with knobs() "
+            "and sample(trial)), or None for the default space."
         )
-    except ValueError as exc:
-        raise EdgeCompressError(f"Experiment {experiment.name!r}: {exc}") from None
+    unbuildable = [k.name for k in space.knobs() if k.kind != "fixed" and k.identity is None]
+    if unbuildable:
+        raise EdgeCompressError(
+            f"Experiment.space: knobs {unbuildable} have no identity (the value that leaves the "
+            "model unchanged), so the uncompressed baseline cannot be built. Set Knob.identity."
+        )
+    return space
 
 
 def artifacts_dir(storage_url: str | None, study: str) -> Path:
@@ -66,7 +81,7 @@ def open_ledger(
     reference: Reference,
 ) -> Ledger:
     """Resume the study (its settings checked) or create it (reference measured, budget checked)."""
-    space = space_of(experiment)
+    space = space_of(experiment, reference)
     name = study or experiment.name
     store = open_storage(storage, must_exist=False)
     sig = signature(experiment, space)
@@ -88,7 +103,11 @@ def open_ledger(
     else:
         meta = new_study_meta(experiment, space, budget_ms, speedup, reference, storage, name)
         create(store, name, experiment, {**meta, "signature": sig})
-    loaded = optuna.load_study(study_name=name, storage=store, sampler=sampler(experiment.seed))
+    # a new seed per run of the study, or a resume would replay the same random plans
+    runs = len(store.get_all_trials(store.get_study_id_from_name(name), deepcopy=False))
+    loaded = optuna.load_study(
+        study_name=name, storage=store, sampler=sampler(experiment.seed + runs)
+    )
     recover_interrupted(loaded)
     ensure_baselines(loaded, space)
     return Ledger(loaded, space, experiment.objectives)
@@ -153,7 +172,14 @@ def search(
             "use workers=1."
         )
     experiment.validate()
-    reference = reference_of(experiment)
+    try:
+        reference = reference_of(experiment)
+    except Exception as exc:  # noqa: BLE001 - the user's model does not export
+        raise EdgeCompressError(
+            f"Experiment {experiment.name!r}: the model cannot be exported to ONNX "
+            f"({type(exc).__name__}: {str(exc)[:300]}). Every candidate is deployed as ONNX; "
+            "make the model exportable with torch.onnx.export first."
+        ) from None
     ledger = open_ledger(
         experiment,
         storage=storage,
@@ -175,10 +201,11 @@ def search(
     def on_done(trial: optuna.Trial, outcome: Outcome | None) -> None:
         if outcome is not None:
             bar.update(1)
-        best = ledger.best_feasible()
+        best = load_result(ledger.study).best()
         bar.set_postfix_str(
-            f"best feasible: acc {best.accuracy:.4f} at {best.latency_ms:.4f} ms (#{best.number})"
-            if best
+            f"best feasible: acc {best['accuracy']:.4f} at {best['latency_ms']:.4f} ms "
+            f"(#{best['trial']})"
+            if best is not None
             else f"no feasible trial yet (budget {ledger.budget_ms:.4f} ms)"
         )
 

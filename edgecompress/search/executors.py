@@ -1,26 +1,23 @@
-"""Executors run asked trials and tell their outcomes; the ledger decides what runs.
+"""Running asked trials: in this process (``--workers 1``), or on Ray Tune (``ray_executor``).
 
-``InProcess`` runs one trial at a time in this process (``--workers 1``, no Ray).
-``RayTune`` (in ``ray_executor``) runs them in parallel on Ray Tune.
+Either way the ledger decides what runs and records every outcome.
 """
 
 from __future__ import annotations
 
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import optuna
 
-from edgecompress.errors import EdgeCompressError
+from edgecompress.errors import TrialsKeepFailing
 from edgecompress.experiment import Experiment
 from edgecompress.plan import InvalidPlan
 from edgecompress.search.ledger import Ledger
-from edgecompress.search.study import fail_and_retry
 from edgecompress.search.trial import Outcome, Reference, run_trial
 
 OnDone = Callable[[optuna.Trial, Outcome | None], None]
-MAX_CONSECUTIVE_ERRORS = 3
 
 
 def describe_error(exc: BaseException) -> str:
@@ -31,22 +28,27 @@ def describe_error(exc: BaseException) -> str:
 
 @dataclass
 class FailureCount:
-    """Stops a search whose trials keep crashing (a bug, not a bad plan)."""
+    """Stops a search whose trials keep failing: a bug (3 errors in a row), or a space whose
+    plans cannot be built (10 invalid plans in a row)."""
 
-    consecutive: int = 0
-    last: str = ""
-    limit: int = field(default=MAX_CONSECUTIVE_ERRORS)
+    errors: int = 0
+    invalid: int = 0
+    error_limit: int = 3
+    invalid_limit: int = 10
 
     def record(self, error: str | None) -> None:
-        if error is None or error.startswith("InvalidPlan"):
-            self.consecutive = 0 if error is None else self.consecutive
+        if error is None:
+            self.errors = self.invalid = 0
             return
-        self.consecutive, self.last = self.consecutive + 1, error
-        if self.consecutive >= self.limit:
-            raise EdgeCompressError(
-                f"{self.consecutive} trials in a row failed with an error (not an invalid plan); "
-                f"stopping the search. The study keeps every finished trial. Last error:\n"
-                f"{self.last}"
+        if error.startswith("InvalidPlan"):
+            self.invalid += 1
+        else:
+            self.errors += 1
+        if self.errors >= self.error_limit or self.invalid >= self.invalid_limit:
+            kind = "invalid plans" if self.invalid >= self.invalid_limit else "errors"
+            raise TrialsKeepFailing(
+                f"the search stopped: too many trials in a row failed with {kind}. The study "
+                f"keeps every finished trial. Last failure:\n{error}"
             )
 
 
@@ -71,7 +73,7 @@ def run_in_process(
             failures.record(error)
             continue
         except BaseException:
-            fail_and_retry(ledger.study, trial, "interrupted: the search was stopped")
+            ledger.interrupt(trial, "interrupted: the search was stopped")
             raise
         ledger.tell(trial, outcome)
         failures.record(None)

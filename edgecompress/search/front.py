@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,6 +72,19 @@ class Result:
         return front.sort_values(["accuracy", "latency_ms"], ascending=[False, True]).reset_index(
             drop=True
         )
+
+    def records(self, frame: pd.DataFrame) -> list[dict[str, Any]]:
+        """Rows of ``frame`` as JSON-ready dicts (NaN becomes None), with the ``speedup``."""
+        ref = float(self.meta["reference_latency_ms"])
+        records = []
+        for row in frame.to_dict(orient="records"):
+            clean = {
+                k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()
+            }
+            clean["feasible"] = bool(clean["feasible"])
+            clean["speedup"] = ref / float(row["latency_ms"])
+            records.append(clean)
+        return records
 
     def best(self) -> pd.Series | None:
         """The most accurate feasible trial (then the fastest); None when none is feasible."""

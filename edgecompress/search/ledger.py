@@ -1,7 +1,8 @@
 """Ledger: the ask/tell loop over the Optuna study, the only record of what ran.
 
 The driver asks a trial, samples its plan, hands the plan to an executor, and tells the
-outcome: metrics as user attributes, objective values, the ONNX file as an Optuna artifact.
+outcome: metrics as user attributes, the budget as an Optuna constraint, objective values, and
+the ONNX file as an Optuna artifact. A trial that cannot be told is failed, never left RUNNING.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from optuna.trial import TrialState
 
 from edgecompress.plan import Plan
 from edgecompress.search.storage import META
-from edgecompress.search.study import driver_id
+from edgecompress.search.study import driver_id, fail_and_retry
 from edgecompress.search.trial import Outcome
 from edgecompress.spaces import Space
 
@@ -39,11 +40,6 @@ class Ledger:
     def reference_ms(self) -> float:
         return float(self.meta["reference_latency_ms"])
 
-    def artifacts(self) -> FileSystemArtifactStore:
-        path = Path(self.meta["artifacts"])
-        path.mkdir(parents=True, exist_ok=True)
-        return FileSystemArtifactStore(str(path))
-
     @property
     def staging(self) -> str:
         """Where workers leave ONNX files for the driver to store (inside the artifact folder)."""
@@ -54,45 +50,54 @@ class Ledger:
 
     def ask(self) -> tuple[optuna.Trial, Plan]:
         trial = self.study.ask()
-        plan = self.space.sample(trial)
-        trial.set_user_attr("plan", plan.to_dict())
-        trial.set_user_attr("plan_key", plan.key)
-        trial.set_user_attr("driver", driver_id())
+        try:
+            trial.set_user_attr("driver", driver_id())
+            plan = self.space.sample(trial)
+            trial.set_user_attr("plan", plan.to_dict())
+            trial.set_user_attr("plan_key", plan.key)
+        except BaseException as exc:
+            self._settle(trial, exc, "sampling its plan")
+            raise
         return trial, plan
 
     def tell(self, trial: optuna.Trial, outcome: Outcome) -> None:
-        for name, value in outcome.metrics.items():
-            trial.set_user_attr(name, float(value))
-        trial.set_user_attr("notes", outcome.notes)
-        artifact = upload_artifact(
-            artifact_store=self.artifacts(),
-            file_path=outcome.onnx_path,
-            study_or_trial=trial,
-            mimetype="application/onnx",
-        )
+        try:
+            for name, value in outcome.metrics.items():
+                trial.set_user_attr(name, float(value))
+            trial.set_user_attr("notes", outcome.notes)
+            path = Path(self.meta["artifacts"])
+            path.mkdir(parents=True, exist_ok=True)
+            store = FileSystemArtifactStore(str(path))
+            artifact = upload_artifact(
+                artifact_store=store,
+                file_path=outcome.onnx_path,
+                study_or_trial=trial,
+                mimetype="application/onnx",
+            )
+            trial.set_user_attr("artifact_id", artifact)
+            trial.set_constraint("latency_budget", outcome.metrics["latency_ms"] - self.budget_ms)
+            self.study.tell(trial, [outcome.metrics[o] for o in self.objectives])
+        except BaseException as exc:
+            self._settle(trial, exc, "recording its outcome")
+            raise
         Path(outcome.onnx_path).unlink(missing_ok=True)
-        trial.set_user_attr("artifact_id", artifact)
-        trial.set_constraint("latency_budget", outcome.metrics["latency_ms"] - self.budget_ms)
-        self.study.tell(trial, [outcome.metrics[o] for o in self.objectives])
 
     def fail(self, trial: optuna.Trial, error: str) -> None:
+        """A trial that ran and failed (an invalid plan, an error): recorded, not retried."""
         trial.set_user_attr("error", error[:2000])
         self.study.tell(trial, state=TrialState.FAIL)
 
-    def best_feasible(self) -> FrozenTrialSummary | None:
-        feasible = [
-            t
-            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.user_attrs.get("latency_ms", float("inf")) <= self.budget_ms
-        ]
-        if not feasible:
-            return None
-        t = max(feasible, key=lambda t: (t.user_attrs["accuracy"], -t.user_attrs["latency_ms"]))
-        return FrozenTrialSummary(t.number, t.user_attrs["accuracy"], t.user_attrs["latency_ms"])
+    def interrupt(self, trial: optuna.Trial, reason: str) -> None:
+        """A trial stopped from outside: failed and queued again with the same plan, once."""
+        if self._running(trial):
+            fail_and_retry(self.study, trial, reason)
 
+    def _running(self, trial: optuna.Trial) -> bool:
+        return self.study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING
 
-@dataclass(frozen=True)
-class FrozenTrialSummary:
-    number: int
-    accuracy: float
-    latency_ms: float
+    def _settle(self, trial: optuna.Trial, exc: BaseException, step: str) -> None:
+        """Never leaves a trial RUNNING: an error fails it, an interruption also retries it."""
+        if not isinstance(exc, Exception):
+            self.interrupt(trial, f"interrupted while {step}")
+        elif self._running(trial):
+            self.fail(trial, f"{step} failed: {type(exc).__name__}: {exc}")

@@ -20,31 +20,32 @@ from typing import Any
 
 import optuna
 
+from edgecompress.errors import EdgeCompressError
 from edgecompress.experiment import Experiment
-from edgecompress.search.executors import FailureCount, OnDone
+from edgecompress.search.executors import FailureCount, OnDone, describe_error
 from edgecompress.search.ledger import Ledger
-from edgecompress.search.study import fail_and_retry
 from edgecompress.search.trial import Outcome, run_trial_by_ref
 
 RESULT_KEY = "edgecompress_outcome"
 
 
 def _trainable(config: dict[str, Any]) -> dict[str, Any]:
+    """Runs on a Ray worker. A failing trial returns its error (Tune's error path is left for
+    crashes of the worker itself). One JSON string keeps our result apart from Tune's keys."""
     import torch
 
     torch.set_num_threads(1)  # one CPU per trial, as Tune reserved
-    outcome = run_trial_by_ref(
-        config["ref"],
-        config["plan"],
-        reference_ms=config["reference_ms"],
-        staging=config["staging"],
-    )
-    # one JSON string: Tune adds its own keys to results, ours stay apart from them
-    return {
-        RESULT_KEY: json.dumps(
-            {"metrics": outcome.metrics, "onnx_path": outcome.onnx_path, "notes": outcome.notes}
+    try:
+        outcome = run_trial_by_ref(
+            config["ref"],
+            config["plan"],
+            reference_ms=config["reference_ms"],
+            staging=config["staging"],
         )
-    }
+    except Exception as exc:  # noqa: BLE001 - recorded on the trial by the driver
+        return {RESULT_KEY: json.dumps({"error": describe_error(exc)})}
+    data = {"metrics": outcome.metrics, "onnx_path": outcome.onnx_path, "notes": outcome.notes}
+    return {RESULT_KEY: json.dumps(data)}
 
 
 def _quiet_ray_environment(local: bool) -> None:
@@ -75,16 +76,18 @@ def run_on_ray(
 
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     work = Path(tempfile.mkdtemp(prefix="edgecompress-ray-"))
-    init: dict[str, Any] = dict(
-        include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR
-    )
+    init: dict[str, Any] = {
+        "include_dashboard": False,
+        "log_to_driver": False,
+        "logging_level": logging.ERROR,
+    }
     if address is None:
         init.update(address="local", num_cpus=workers, _temp_dir=str(work / "ray"))
     else:
         init.update(address=address)
-    searcher = _searcher_class(tune)(ledger, experiment.ref, total, on_done)
+    searcher = _searcher_class()(ledger, experiment.ref, total, on_done)
     try:
-        ray.init(**init)
+        _init(ray, init, address)
         tuner = tune.Tuner(
             tune.with_resources(_trainable, {"cpu": 1}),
             tune_config=tune.TuneConfig(
@@ -106,14 +109,27 @@ def run_on_ray(
         searcher.fail_unfinished("interrupted: the search was stopped")
         ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)
-    if ledger.completed() < total and searcher.stop_error:
-        raise searcher.stop_error
+    if ledger.completed() < total:
+        if searcher.stop_error:
+            raise searcher.stop_error
+        raise KeyboardInterrupt  # Tune took the Ctrl-C and returned early
 
 
-def _searcher_class(tune: Any) -> type:
+def _init(ray: Any, init: dict[str, Any], address: str | None) -> None:
+    try:
+        ray.init(**init)
+    except Exception as exc:  # noqa: BLE001 - e.g. an address that cannot be joined
+        raise EdgeCompressError(
+            f"Ray could not be started or joined (address {address or 'local'}): "
+            f"{type(exc).__name__}: {exc}. Check --ray-address, or leave it out to start a "
+            "local Ray. The study is kept; run again to resume."
+        ) from None
+
+
+def _searcher_class() -> type:
     from ray.tune.search import Searcher
 
-    class LedgerSearcher(Searcher):  # type: ignore[misc]
+    class LedgerSearcher(Searcher):
         """Asks the Optuna study for trials and tells it their outcomes."""
 
         def __init__(self, ledger: Ledger, ref: str | None, total: int, on_done: OnDone) -> None:
@@ -126,9 +142,10 @@ def _searcher_class(tune: Any) -> type:
         def set_search_properties(self, metric: Any, mode: Any, config: Any, **spec: Any) -> bool:
             return True  # the space lives in the ledger
 
-        def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
             if self.stop_error or self.ledger.completed() + len(self.live) >= self.total:
-                return Searcher.FINISHED if not self.live else None
+                # None: ask again later (a running trial may still fail); FINISHED: done
+                return None if self.live and not self.stop_error else Searcher.FINISHED
             trial, plan = self.ledger.ask()
             self.live[trial_id] = trial
             return {
@@ -143,9 +160,16 @@ def _searcher_class(tune: Any) -> type:
             self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
         ) -> None:
             if error or trial_id not in self.live:
-                return  # errors are told by the callback, which has the message
+                return  # a crashed worker is told by the callback, which has the message
+            data: dict[str, Any] = (
+                json.loads(result[RESULT_KEY])
+                if result and RESULT_KEY in result
+                else {"error": "the trial ended on Ray without a result"}
+            )
+            if "error" in data:
+                self.fail(trial_id, data["error"])
+                return
             trial = self.live.pop(trial_id)
-            data = json.loads((result or {})[RESULT_KEY])
             outcome = Outcome(data["metrics"], data["onnx_path"], data["notes"])
             self.ledger.tell(trial, outcome)
             self.failures.record(None)
@@ -159,19 +183,19 @@ def _searcher_class(tune: Any) -> type:
             self.on_done(trial, None)
             try:
                 self.failures.record(message)
-            except Exception as exc:  # noqa: BLE001 - stop asking; raised after Tune ends
+            except Exception as exc:  # noqa: BLE001 - stop asking; raised once Tune ends
                 self.stop_error = exc
 
         def fail_unfinished(self, reason: str) -> None:
             for trial_id in list(self.live):
-                fail_and_retry(self.ledger.study, self.live.pop(trial_id), reason)
+                self.ledger.interrupt(self.live.pop(trial_id), reason)
 
     return LedgerSearcher
 
 
 def _errors_callback(tune: Any, searcher: Any) -> Any:
-    class ErrorsToLedger(tune.Callback):  # type: ignore[misc]
-        """Tells the study a failed trial with its error (the searcher does not get it)."""
+    class ErrorsToLedger(tune.Callback):
+        """Tells the study a trial whose Ray worker crashed, with the error."""
 
         def on_trial_error(
             self, iteration: int, trials: list[Any], trial: Any, **info: Any
@@ -179,16 +203,8 @@ def _errors_callback(tune: Any, searcher: Any) -> Any:
             try:
                 text = Path(trial.error_file).read_text()
             except (OSError, TypeError):
-                text = str(trial.get_error() or "the trial failed on its Ray worker")
-            searcher.fail(trial.trial_id, _user_error(text))
+                text = str(trial.get_error() or "no error text")
+            lines = [line for line in text.strip().splitlines() if line.strip()]
+            searcher.fail(trial.trial_id, "the Ray worker failed:\n" + "\n".join(lines[-6:]))
 
     return ErrorsToLedger()
-
-
-def _user_error(text: str) -> str:
-    """The last lines of a Ray traceback, which name the user's exception."""
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    tail = "\n".join(lines[-6:])
-    return (
-        tail if "InvalidPlan" not in tail else "InvalidPlan: " + lines[-1].split(":", 1)[-1].strip()
-    )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
+import warnings
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -13,28 +15,39 @@ from optuna.trial import FrozenTrial, TrialState
 
 from edgecompress.errors import EdgeCompressError
 from edgecompress.experiment import Experiment
-from edgecompress.search.storage import META, study_names
+from edgecompress.search.storage import META
 from edgecompress.spaces import INT8, Space, describe
 
 BASELINES = ("teacher", "int8")
 
 
 def sampler(seed: int) -> optuna.samplers.BaseSampler:
-    """Multi-objective TPE; it reads each trial's latency-budget constraint (``set_constraint``)."""
-    return optuna.samplers.TPESampler(
-        seed=seed, multivariate=True, constant_liar=True, n_startup_trials=8
-    )
+    """Multi-objective TPE; it reads each trial's latency-budget constraint (``set_constraint``).
+
+    Give each run of a study another seed (e.g. offset by its trial count): the same seed would
+    replay the same random start-up plans after a resume.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(
+            seed=seed, multivariate=True, constant_liar=True, n_startup_trials=8
+        )
 
 
 def signature(experiment: Experiment, space: Space) -> dict[str, Any]:
-    """What must not change on resume: the objectives and the space."""
-    return {"objectives": list(experiment.objectives), "space": describe(space)}
+    """What must not change on resume: the objectives, the space and the target."""
+    return {
+        "objectives": list(experiment.objectives),
+        "space": describe(space),
+        "target": experiment.target.to_dict(),
+    }
 
 
 def differences(stored: dict[str, Any], now: dict[str, Any]) -> list[str]:
     diffs = []
-    if stored["objectives"] != now["objectives"]:
-        diffs.append(f"objectives: study has {stored['objectives']}, now {now['objectives']}")
+    for key in ("objectives", "target"):
+        if stored[key] != now[key]:
+            diffs.append(f"{key}: study has {stored[key]}, now {now[key]}")
     old = {k["name"]: k for k in stored["space"]}
     new = {k["name"]: k for k in now["space"]}
     diffs += [f"knob removed: {n}" for n in old if n not in new]
@@ -67,45 +80,54 @@ def check_resume(study: optuna.Study, now: dict[str, Any], budget_ms: float | No
 def create(
     storage: BaseStorage, name: str, experiment: Experiment, meta: dict[str, Any]
 ) -> optuna.Study:
-    if name in study_names(storage):
-        raise EdgeCompressError(f"study {name!r} exists already")  # guarded by the caller
     study = optuna.create_study(
         study_name=name,
         storage=storage,
-        directions=experiment.directions(),
+        directions=experiment.directions(),  # type: ignore[arg-type]
     )
     meta = {**meta, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     study.set_user_attr(META, meta)
     return study
 
 
+def _started(pid: int) -> str:
+    """The process's start time in clock ticks since boot (Linux), so a reused pid is not it."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
 def driver_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """``host:pid:start`` of this search process, recorded on every trial it runs."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_started(os.getpid())}"
 
 
 def _alive_here(owner: str) -> bool:
-    host, _, pid = owner.rpartition(":")
+    """Whether the search that owns a trial still runs on this machine.
+
+    A driver on another machine cannot be seen from here and is taken as gone: several drivers
+    on one shared storage need heartbeats, which are not implemented yet.
+    """
+    host, _, rest = owner.partition(":")
+    pid, _, start = rest.partition(":")
     if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
         return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return bool(start) and _started(int(pid)) == start
 
 
 def fail_and_retry(study: optuna.Study, trial: FrozenTrial | optuna.Trial, reason: str) -> None:
     """Marks an interrupted trial failed and queues its plan again, once (never a retry's retry)."""
-    storage = study._storage
-    storage.set_trial_user_attr(trial._trial_id, "error", reason)
-    storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-    if "retry_of" not in trial.user_attrs:
-        attrs: dict[str, Any] = {"retry_of": trial.number}
-        if "baseline" in trial.user_attrs:
-            attrs["baseline"] = trial.user_attrs["baseline"]
-        study.enqueue_trial(trial.params, user_attrs=attrs)
+    frozen = study._storage.get_trial(trial._trial_id)
+    study._storage.set_trial_user_attr(frozen._trial_id, "error", reason)
+    study.tell(frozen.number, state=TrialState.FAIL)
+    if "retry_of" not in frozen.user_attrs:
+        attrs: dict[str, Any] = {"retry_of": frozen.number}
+        if "baseline" in frozen.user_attrs:
+            attrs["baseline"] = frozen.user_attrs["baseline"]
+        # an enqueued trial's plan is in fixed_params even if it was stopped before sampling
+        params = {**frozen.system_attrs.get("fixed_params", {}), **frozen.params}
+        study.enqueue_trial(params, user_attrs=attrs)
 
 
 def recover_interrupted(study: optuna.Study) -> list[int]:

@@ -47,18 +47,24 @@ def default_space(
     finetune: object,
     exclude: tuple[str, ...] = (),
     max_prune: float = 0.9,
+    quantizable: list[str] | None = None,
 ) -> Joint:
     """Per-group channel pruning and per-layer precision for every weight layer found.
 
     The output layer is never pruned (its channels are the model's outputs); ``exclude`` leaves
-    further layers alone.
+    further layers alone. ``quantizable`` limits precision knobs to the layers that have an ONNX
+    node of their own (a module the forward pass never calls has none).
     """
     last = output_layer(model)
     groups, skipped = channel_groups(model, example_input, exclude=tuple(exclude) + (last,))
     skipped = [s for s in skipped if s.layer != last]
     skipped.insert(0, Skipped(last, "output layer: its channels are the model's outputs"))
     pruning = channel_pruning(groups, high=max_prune)
-    layers = [n for n in weight_layers(model) if n not in exclude]
+    layers = [
+        n
+        for n in weight_layers(model)
+        if n not in exclude and (quantizable is None or n in quantizable)
+    ]
     return Joint(
         KnobSpace(pruning.knob_list, tuple(skipped)), precision(layers), fixed("finetune", finetune)
     )

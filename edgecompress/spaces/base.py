@@ -27,7 +27,6 @@ class Knob:
     value: Value | None = None
     identity: Value | None = None
     layers: tuple[str, ...] = ()
-    choices_note: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in ("float", "int", "fixed"):
@@ -45,11 +44,12 @@ class Knob:
         if self.kind == "fixed":
             assert self.value is not None
             return self.value
+        assert self.low is not None and self.high is not None and self.step is not None
         if self.kind == "int":
-            return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step))  # type: ignore[arg-type]
+            return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step))
         value = trial.suggest_float(
             self.name, float(self.low), float(self.high), step=float(self.step)
-        )  # type: ignore[arg-type]
+        )
         return round(value, 6)
 
     def to_dict(self) -> dict[str, Any]:

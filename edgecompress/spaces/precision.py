@@ -18,7 +18,6 @@ def precision(layers: list[str]) -> KnobSpace:
             step=FP32 - INT8,
             identity=FP32,
             layers=(layer,),
-            choices_note="8 = int8, 32 = fp32",
         )
         for layer in layers
     )

@@ -27,10 +27,11 @@ class Target:
             raise ValueError(f"Target.batch_size must be >= 1, got {self.batch_size}")
         if self.runtime != "onnxruntime":
             raise ValueError(f"Target.runtime {self.runtime!r}: only 'onnxruntime' is supported")
-
-    @property
-    def is_local(self) -> bool:
-        return self.execution_provider == "CPUExecutionProvider"
+        if self.execution_provider != "CPUExecutionProvider":
+            raise ValueError(
+                f"Target.execution_provider {self.execution_provider!r}: only "
+                "'CPUExecutionProvider' is measured so far"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

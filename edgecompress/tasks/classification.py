@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,7 +51,7 @@ def distillation_loss(
     return kd_weight * t * t * soft + (1.0 - kd_weight) * hard
 
 
-class _Indexed(Dataset):  # type: ignore[type-arg]
+class _Indexed(Dataset):
     """Yields (x, y, index) so that teacher logits computed once can be looked up per sample."""
 
     def __init__(self, base: Any) -> None:
@@ -69,17 +69,14 @@ class _Indexed(Dataset):  # type: ignore[type-arg]
 class ClassificationTask:
     """Loaders yield ``(inputs, labels)``. ``val`` selects models; ``test`` is only reported."""
 
-    train: DataLoader  # type: ignore[type-arg]
-    val: DataLoader  # type: ignore[type-arg]
-    test: DataLoader | None = None  # type: ignore[type-arg]
+    train: DataLoader
+    val: DataLoader
+    test: DataLoader | None = None
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
     calibration_samples: int = 256
     _arrays: dict[str, tuple[np.ndarray, np.ndarray]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
-
-    def splits(self) -> list[str]:
-        return ["train", "val"] + (["test"] if self.test is not None else [])
 
     def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         """The whole split as float32 inputs and int64 labels (cached), for ONNX Runtime."""
@@ -123,9 +120,8 @@ class ClassificationTask:
         torch.manual_seed(seed)
         loader, teacher_logits = self._distillation_loader(teacher, seed, gate)
         optimizer = torch.optim.AdamW(student.parameters(), lr=s.lr, weight_decay=1e-4)
-        total = s.epochs * len(loader)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(  # cosine, stepped per epoch
+            optimizer, lambda epoch: 0.5 * (1 + math.cos(math.pi * epoch / s.epochs))
         )
         for _ in range(s.epochs):
             with gate():
@@ -142,12 +138,12 @@ class ClassificationTask:
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
-                    scheduler.step()
+            scheduler.step()
         return student.eval()
 
     def _distillation_loader(
         self, teacher: nn.Module, seed: int, gate: Callable[[], AbstractContextManager[Any]]
-    ) -> tuple[DataLoader, torch.Tensor | None]:  # type: ignore[type-arg]
+    ) -> tuple[Iterable[tuple[Any, Any, Any]], torch.Tensor | None]:
         """A shuffling loader over (x, y, index) and the teacher's logits for every index.
 
         Map-style datasets get the teacher's logits computed once; other datasets run the
@@ -171,11 +167,8 @@ class ClassificationTask:
 class _OnTheFly:
     """Adapts a loader of (x, y) to (x, y, index) for datasets without random access."""
 
-    def __init__(self, loader: DataLoader) -> None:  # type: ignore[type-arg]
+    def __init__(self, loader: DataLoader) -> None:
         self.loader = loader
-
-    def __len__(self) -> int:
-        return len(self.loader)
 
     def __iter__(self) -> Iterator[tuple[Any, Any, None]]:
         for x, y in self.loader:

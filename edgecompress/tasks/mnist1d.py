@@ -201,7 +201,7 @@ def teacher() -> nn.Module:
 def task(finetune: FinetuneSettings | None = None, batch_size: int = 64) -> ClassificationTask:
     d = load_data()
 
-    def loader(split: str, shuffle: bool) -> DataLoader:  # type: ignore[type-arg]
+    def loader(split: str, shuffle: bool) -> DataLoader:
         ds = TensorDataset(torch.from_numpy(d[f"x_{split}"]), torch.from_numpy(d[f"y_{split}"]))
         return DataLoader(ds, batch_size=batch_size if shuffle else 256, shuffle=shuffle)
 

@@ -32,6 +32,12 @@ def test_fp32_layers_stay_fp32_in_the_graph(tiny, tmp_path: Path) -> None:  # ty
     assert logits.shape == (3, 4)
 
 
+def test_layers_the_plan_does_not_name_stay_fp32(tiny, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    quantizer = StaticInt8Quantizer(tiny.task.calibration_batches)
+    out = quantizer.apply(_fp32(tiny, tmp_path), tmp_path / "q.onnx", Plan({"bits.conv2": 8}))
+    assert int8_layers(onnx.load(str(out))) == {"conv2"}
+
+
 def test_all_int8_and_all_fp32(tiny, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     fp32 = _fp32(tiny, tmp_path)
     quantizer = StaticInt8Quantizer(tiny.task.calibration_batches)

@@ -2,12 +2,16 @@
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import optuna
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
 
-from edgecompress import export, open_result, search
+from edgecompress import EdgeCompressError, export, open_result, search
 from edgecompress.evaluators import onnx_accuracy, session
 
 
@@ -66,3 +70,23 @@ def test_search_front_export(tiny, workdir: Path) -> None:  # type: ignore[no-un
     states = [t.state for t in study.trials]
     assert optuna.trial.TrialState.RUNNING not in states
     assert states.count(optuna.trial.TrialState.COMPLETE) == 4
+    # the budget is an Optuna constraint on every trial: latency - budget (<= 0 is feasible)
+    for t in study.trials:
+        slack = t.user_attrs["latency_ms"] - result.budget_ms
+        assert t.constraints == {"latency_budget": pytest.approx(slack)}
+
+
+def test_export_refuses_a_model_that_does_not_reproduce(tiny, workdir: Path) -> None:  # type: ignore[no-untyped-def]
+    search(tiny, trials=2, speedup=0.5, storage="sqlite:///tamper.db", progress=False)
+    result = open_result("tiny", "sqlite:///tamper.db")
+    # the data changed since the search: other validation samples
+    g = torch.Generator().manual_seed(5)
+    val = DataLoader(
+        TensorDataset(torch.randn(200, 24, generator=g), torch.randint(0, 4, (200,), generator=g)),
+        batch_size=64,
+    )
+    changed = replace(tiny, task=replace(tiny.task, val=val))
+    number = int(result.trials["trial"].iloc[0])
+    with pytest.raises(EdgeCompressError, match="val accuracy is .* but the study recorded"):
+        export(changed, result, "out/t.onnx", trial=number)
+    assert not (workdir / "out").exists()  # nothing was written

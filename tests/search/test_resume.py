@@ -38,6 +38,9 @@ def test_resume_runs_only_the_missing_trials(tiny, workdir: Path) -> None:  # ty
     study = optuna.load_study(study_name="tiny", storage=storage)
     assert len(study.trials) == 6  # nothing ran that did not complete
     assert [t.user_attrs.get("baseline") for t in after].count("teacher") == 1
+    # the resumed run sampled new plans: none repeats one already completed
+    keys = [t.user_attrs["plan_key"] for t in after]
+    assert len(set(keys)) == len(keys)
 
     search(tiny, trials=6, speedup=1.0, storage=storage, progress=False)  # already done: no-op
     assert len(optuna.load_study(study_name="tiny", storage=storage).trials) == 6

@@ -1,0 +1,60 @@
+"""The CPU gate: a measurement never overlaps work, and waiting measurements are not starved."""
+
+import threading
+import time
+from pathlib import Path
+
+from edgecompress.gate import CpuGate
+
+
+def test_measurement_waits_for_work_and_blocks_new_work(tmp_path: Path) -> None:
+    events: list[str] = []
+    work_started = threading.Event()
+    release_work = threading.Event()
+    measuring = threading.Event()
+
+    def worker(name: str, hold: threading.Event | None) -> None:
+        with CpuGate(tmp_path).work():
+            events.append(f"{name} start")
+            work_started.set()
+            if hold is not None:
+                hold.wait(10)
+            events.append(f"{name} end")
+
+    def measurer() -> None:
+        with CpuGate(tmp_path).measure():
+            measuring.set()
+            events.append("measure start")
+            time.sleep(0.2)
+            events.append("measure end")
+
+    first = threading.Thread(target=worker, args=("w1", release_work))
+    first.start()
+    work_started.wait(5)
+    m = threading.Thread(target=measurer)
+    m.start()
+    time.sleep(0.3)  # the measurement is now waiting in the turnstile
+    assert not measuring.is_set()  # w1 still works: no measurement yet
+    late = threading.Thread(target=worker, args=("w2", None))
+    late.start()
+    time.sleep(0.3)
+    assert "w2 start" not in events  # new work queues behind the waiting measurement
+    release_work.set()
+    for t in (first, m, late):
+        t.join(10)
+    assert events == ["w1 start", "w1 end", "measure start", "measure end", "w2 start", "w2 end"]
+
+
+def test_work_runs_concurrently_with_work(tmp_path: Path) -> None:
+    inside = threading.Barrier(2, timeout=5)
+
+    def worker() -> None:
+        with CpuGate(tmp_path).work():
+            inside.wait()  # both must be inside at once, or this times out
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert not inside.broken
