@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecompress.compress.candidate import Candidate
-from edgecompress.compress.onnx_export import INPUT, export_onnx, layer_nodes
+from edgecompress.compress.onnx_export import export_onnx, layer_nodes
 from edgecompress.compress.prune import ChannelPruner
 from edgecompress.compress.quantize import StaticInt8Quantizer, int8_layers
 from edgecompress.experiment import Experiment
@@ -66,4 +66,4 @@ def compress(
         fp32 = export_onnx(student, experiment.example_input, workdir / "fp32.onnx")
         path = quantizer.apply(fp32, workdir / "model.onnx", plan)
     notes = {"finetuned_epochs": settings.epochs if pruned else 0, "quantization": "static QDQ"}
-    return Candidate(plan=plan, module=student, onnx_path=path, input_name=INPUT, notes=notes)
+    return Candidate(plan=plan, module=student, onnx_path=path, notes=notes)

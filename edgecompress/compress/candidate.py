@@ -14,11 +14,10 @@ from edgecompress.plan import Plan
 class Candidate:
     """A compressed model: the plan, the PyTorch module before export, the deployable ONNX file.
 
-    ``input_name`` is the ONNX graph input; ``notes`` records what was applied, for the manifest.
+    ``notes`` records what was applied, for the manifest.
     """
 
     plan: Plan
     module: nn.Module
     onnx_path: Path
-    input_name: str = "input"
     notes: dict[str, object] = field(default_factory=dict)
