@@ -145,9 +145,10 @@ def _export(args: argparse.Namespace) -> int:
     experiment = _experiment_of(result, args.experiment)
     manifest = export(experiment, result, args.output, trial=args.trial)
     m = manifest["metrics"]
+    test = "no test split" if m["test_accuracy"] is None else f"test {m['test_accuracy']:.4f}"
     print(
         f"wrote {args.output} and its manifest: trial {manifest['trial']}, accuracy "
-        f"{m['accuracy']:.4f} (test {m['test_accuracy']:.4f}, verified), latency "
+        f"{m['accuracy']:.4f} ({test}; verified), latency "
         f"{m['latency_ms']:.4f} ms (re-measured now: {m['latency_ms_remeasured']:.4f} ms), "
         f"budget {manifest['budget_ms']:.4f} ms"
     )

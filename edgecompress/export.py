@@ -50,7 +50,8 @@ def export(
     """Writes ``path`` (.onnx) and the manifest beside it (.json); returns the manifest.
 
     The ONNX file recorded with the trial is checked before anything is written: its accuracy
-    on the validation split, recomputed now in ONNX Runtime, must equal the recorded one.
+    on the validation (and test) split, recomputed now in ONNX Runtime, must equal the recorded
+    one. An existing file at ``path`` is replaced only once that check passed.
     ``remeasure`` also times it again against the reference and records that latency.
     """
     path = Path(path)
