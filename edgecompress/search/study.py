@@ -113,7 +113,15 @@ def _alive_here(owner: str) -> bool:
     pid, _, start = rest.partition(":")
     if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
         return False
-    return bool(start) and _started(int(pid)) == start
+    if start:  # Linux: the same pid and start time, so a reused pid does not count
+        return _started(int(pid)) == start
+    try:  # elsewhere: the pid alone
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def fail_and_retry(study: optuna.Study, trial: FrozenTrial | optuna.Trial, reason: str) -> None:
