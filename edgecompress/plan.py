@@ -1,7 +1,10 @@
 """Plan: one trial's choices, flat and JSON. The only thing that crosses processes.
 
-Keys are dotted: ``prune.<layer>`` (fraction of output channels removed), ``bits.<layer>``
-(8 or 32), ``finetune.<setting>``. Values are JSON scalars. A plan is immutable and has a
+Keys are dotted ``<section>.<name>``: per layer (or channel group) ``prune.<group>`` (fraction
+of output channels removed), ``sparsity.<layer>`` (fraction of weights zeroed), ``rank.<layer>``
+(share of multiply-adds kept by a low-rank factorization), ``bits.<layer>`` (8 or 32); and
+settings ``finetune.<setting>`` and ``method.<setting>`` (how a technique runs, e.g.
+``method.prune_criterion``). Values are JSON scalars. A plan is immutable and has a
 content hash (``key``) so that two trials with the same choices are recognisably the same.
 """
 
@@ -15,7 +18,7 @@ from types import MappingProxyType
 from typing import Any
 
 Value = int | float | str | bool
-SECTIONS = ("prune", "bits", "rank", "student", "finetune")
+SECTIONS = ("prune", "sparsity", "rank", "bits", "student", "finetune", "method")
 
 
 class InvalidPlan(ValueError):

@@ -6,6 +6,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import optuna
+
 from edgecompress.compress import compress
 from edgecompress.errors import EdgeCompressError
 from edgecompress.evaluators import measure_ratio
@@ -37,13 +39,19 @@ def resolve_budget(
 
 
 def extreme_plans(space: Space) -> list[Plan]:
-    """The most compressed plans of the space, fp32 and int8, without fine-tuning."""
-    fixed: dict[str, Any] = {k.name: k.value for k in space.knobs() if k.kind == "fixed"}
-    highs: dict[str, Any] = {k.name: k.high for k in space.knobs() if k.name.startswith("prune.")}
-    return [
-        Plan({**fixed, **baseline_params(space, kind), **highs, "finetune.epochs": 0})
-        for kind in ("teacher", "int8")
-    ]
+    """The most compressed plans of the space without fine-tuning: the fastest pruning in fp32
+    and int8, and int8 with the lowest ranks too (factorizing may or may not be faster)."""
+    plans: dict[str, Plan] = {}
+    for kind, factorize in (("teacher", False), ("int8", False), ("int8", True)):
+        params: dict[str, Any] = baseline_params(space, kind)
+        for k in space.knobs():
+            wanted = k.name.startswith("prune.") or (factorize and k.name.startswith("rank."))
+            if k.fastest is not None and wanted:
+                params[k.name] = k.param(k.fastest)
+        plan = space.sample(optuna.trial.FixedTrial(params))  # type: ignore[arg-type]
+        plan = Plan({**plan.to_dict(), "finetune.epochs": 0})
+        plans[plan.key] = plan
+    return list(plans.values())
 
 
 def fastest_reachable_ms(

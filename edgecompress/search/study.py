@@ -153,8 +153,9 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
 
 
 def baseline_params(space: Space, kind: str) -> dict[str, Any]:
-    """The uncompressed teacher, or the teacher with every layer int8."""
-    params = {k.name: k.identity for k in space.knobs() if k.kind != "fixed"}
+    """The uncompressed teacher, or the teacher with every layer int8 (as Optuna params)."""
+    knobs = [k for k in space.knobs() if k.kind != "fixed"]
+    params = {k.name: k.param(k.identity) for k in knobs if k.identity is not None}
     if kind == "int8":
         params.update({n: INT8 for n in params if n.startswith("bits.")})
     return params

@@ -9,64 +9,127 @@ import optuna
 
 from edgecompress.plan import Plan, Value
 
+KINDS = ("float", "int", "ordinal", "choice", "fixed")
+
 
 @dataclass(frozen=True, kw_only=True)
 class Knob:
     """One searched (or fixed) plan entry.
 
-    Ordered knobs are ints or floats with a step, never categorical indices, so the sampler
-    sees their order. ``identity`` is the value that leaves the model as it is (no pruning,
-    full precision), used to build the uncompressed baseline.
+    Kinds: ``float`` / ``int`` (``low``, ``high``, ``step``; or ``log`` for a float on a log
+    scale), ``ordinal`` (ordered ``choices`` such as channel multiples 1, 4, 8, 16: the sampler
+    sees an int index, so it knows their order; the plan holds the value), ``choice``
+    (unordered ``choices``, e.g. a pruning criterion) and ``fixed`` (``value``). Ordered values
+    are never sent as categorical choices. ``identity`` is the value that leaves the model as
+    it is (no pruning, full precision), used to build the uncompressed baseline; ``fastest`` the
+    value that compresses the most (for the estimate of the fastest reachable model).
+
+    The sampled value is written to the plan under ``targets`` (several plan entries share one
+    knob, e.g. all the groups of a stage), or under ``name`` when there are none.
     """
 
     name: str
-    kind: str  # "float" | "int" | "fixed"
+    kind: str
     low: float | int | None = None
     high: float | int | None = None
     step: float | int | None = None
+    log: bool = False
+    choices: tuple[Value, ...] = ()
     value: Value | None = None
     identity: Value | None = None
+    fastest: Value | None = None
     layers: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.kind not in ("float", "int", "fixed"):
-            raise ValueError(f"knob {self.name}: kind must be float, int or fixed, not {self.kind}")
-        if self.kind == "fixed":
-            if self.value is None:
-                raise ValueError(f"knob {self.name}: a fixed knob needs a value")
-        elif self.low is None or self.high is None or self.step is None or self.low > self.high:
+        if self.kind not in KINDS:
+            raise ValueError(f"knob {self.name}: kind must be one of {KINDS}, not {self.kind!r}")
+        if self.kind == "fixed" and self.value is None:
+            raise ValueError(f"knob {self.name}: a fixed knob needs a value")
+        if self.kind in ("ordinal", "choice") and len(self.choices) < 1:
+            raise ValueError(f"knob {self.name}: an {self.kind} knob needs choices")
+        if self.kind in ("float", "int") and not self._range_ok():
             raise ValueError(
-                f"knob {self.name}: needs low <= high and a step, got "
-                f"low={self.low}, high={self.high}, step={self.step}"
+                f"knob {self.name}: needs low <= high and a step (or log=True), got "
+                f"low={self.low}, high={self.high}, step={self.step}, log={self.log}"
             )
+        for value in (self.identity, self.fastest):
+            if (
+                value is not None
+                and self.kind in ("ordinal", "choice")
+                and (value not in self.choices)
+            ):
+                raise ValueError(f"knob {self.name}: {value!r} is not one of {self.choices}")
+
+    def _range_ok(self) -> bool:
+        if self.low is None or self.high is None or self.low > self.high:
+            return False
+        if self.log:
+            return self.step is None and self.low > 0
+        return self.step is not None
 
     def suggest(self, trial: optuna.Trial) -> Value:
         if self.kind == "fixed":
             assert self.value is not None
             return self.value
-        assert self.low is not None and self.high is not None and self.step is not None
+        if self.kind == "choice":
+            picked = trial.suggest_categorical(self.name, list(self.choices))
+            assert picked is not None
+            return picked
+        if self.kind == "ordinal":
+            return self.choices[trial.suggest_int(self.name, 0, len(self.choices) - 1)]
+        assert self.low is not None and self.high is not None
         if self.kind == "int":
-            return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step))
+            step = 1 if self.step is None else int(self.step)
+            return trial.suggest_int(
+                self.name, int(self.low), int(self.high), step=step, log=self.log
+            )
+        step_f = None if self.step is None else float(self.step)
         value = trial.suggest_float(
-            self.name, float(self.low), float(self.high), step=float(self.step)
+            self.name, float(self.low), float(self.high), step=step_f, log=self.log
         )
-        return round(value, 6)
+        return float(f"{value:.6g}")
+
+    def plan_keys(self) -> tuple[str, ...]:
+        return self.targets or (self.name,)
+
+    def param(self, value: Value) -> Value:
+        """The Optuna parameter that makes ``suggest`` return ``value`` (for enqueued trials)."""
+        if self.kind == "ordinal":
+            return self.choices.index(value)
+        return value
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"name": self.name, "kind": self.kind, "layers": list(self.layers)}
+        if self.targets:
+            d["targets"] = list(self.targets)
         if self.kind == "fixed":
             d["value"] = self.value
+        elif self.kind in ("ordinal", "choice"):
+            d["choices"] = list(self.choices)
         else:
             d.update(low=self.low, high=self.high, step=self.step)
+            if self.log:
+                d["log"] = True
         return d
 
 
 @dataclass(frozen=True)
 class Skipped:
-    """A layer the space leaves alone, and why."""
+    """A layer a technique leaves alone, and why (``technique`` empty: every technique)."""
 
     layer: str
     reason: str
+    technique: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.layer,
+            "kind": "skipped",
+            "layers": [self.layer],
+            "technique": self.technique or "all",
+            "reason": self.reason,
+        }
 
 
 @runtime_checkable
@@ -87,7 +150,11 @@ class KnobSpace:
         return list(self.knob_list)
 
     def sample(self, trial: optuna.Trial) -> Plan:
-        return Plan({k.name: k.suggest(trial) for k in self.knob_list})
+        entries = {}
+        for knob in self.knob_list:
+            value = knob.suggest(trial)
+            entries.update({key: value for key in knob.plan_keys()})
+        return Plan(entries)
 
 
 def describe(space: Space) -> list[dict[str, Any]]:

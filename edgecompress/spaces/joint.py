@@ -20,6 +20,10 @@ class Joint:
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"Joint: several spaces define the same knobs: {dupes}")
+        keys = [key for s in spaces for k in s.knobs() for key in k.plan_keys()]
+        twice = sorted({n for n in keys if keys.count(n) > 1})
+        if twice:
+            raise ValueError(f"Joint: several knobs write the same plan entries: {twice}")
 
     def knobs(self) -> list[Knob]:
         return [k for s in self.spaces for k in s.knobs()]

@@ -46,6 +46,7 @@ def channel_groups(
         raise ValueError(f"exclude names layers the model does not have: {missing}")
     ignored = [modules[n] for n in exclude]
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+    order = {n: i for i, n in enumerate(modules)}
     groups = []
     for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=WEIGHT_LAYERS):
         coupled = [
@@ -53,13 +54,43 @@ def channel_groups(
             for dep, _ in group
             if graph.is_out_channel_pruning_fn(dep.handler) and dep.target.module in names
         ]
-        root = coupled[0]
+        root = min(coupled, key=lambda n: order[n])  # named after its first layer
         channels = graph.get_out_channels(modules[root])
         groups.append(ChannelGroup(root, tuple(dict.fromkeys(coupled)), int(channels)))
     covered = {layer for g in groups for layer in g.layers}
+    inside_attention = weights_read_directly(model)
     for name in weight_layers(model):
-        if name not in covered and name not in exclude:
+        if name in inside_attention:
+            reason = "inside multi-head attention: pruned with the attention's embedding width"
+            skipped.append(Skipped(name, reason))
+        elif name not in covered and name not in exclude:
             skipped.append(Skipped(name, "its output channels are coupled to an excluded layer"))
-    order = {n: i for i, n in enumerate(modules)}
     groups.sort(key=lambda g: order[g.name])
     return groups, skipped
+
+
+def weights_read_directly(model: nn.Module) -> set[str]:
+    """Layers whose parent reads their weight itself instead of calling them (the output
+    projection of ``nn.MultiheadAttention``): they cannot be replaced or reparametrized."""
+    found = set()
+    for parent_name, parent in model.named_modules():
+        if isinstance(parent, nn.MultiheadAttention):
+            for child, module in parent.named_children():
+                if isinstance(module, WEIGHT_LAYERS):
+                    found.add(f"{parent_name}.{child}" if parent_name else child)
+    return found
+
+
+def factorization_problem(module: nn.Module) -> str | None:
+    """Why a low-rank factorization of ``module`` is not possible or cannot save anything."""
+    if isinstance(module, nn.Linear):
+        if min(module.in_features, module.out_features) < 2:
+            return "rank 1 already: a factorization cannot save multiply-adds"
+        return None
+    if isinstance(module, (nn.Conv1d, nn.Conv2d)):
+        if module.groups != 1:
+            return f"grouped convolution (groups={module.groups}): no low-rank form"
+        if min(module.in_channels, module.out_channels) < 2:
+            return "a single input or output channel: a factorization cannot save multiply-adds"
+        return None
+    return f"{type(module).__name__} has no low-rank form"
