@@ -1,14 +1,27 @@
-"""Structured channel pruning with torch-pruning's dependency graph.
+"""Structured (channel/neuron) pruning with torch-pruning's dependency graph.
 
-Coupled layers (batch norm, the next layer's inputs, residual additions) stay consistent.
+Coupled layers (batch norm, the next layer's inputs, residual additions, concatenations,
+depthwise convolutions) stay consistent, and channels are physically removed: the pruned model
+is smaller and faster in any dense runtime.
 
-Channels are physically removed: the pruned model is smaller and faster in any dense runtime.
-Channels are ranked by the L1 norm of the whole coupled group (every weight the channel touches).
+Plan entries read here:
+
+- ``prune.<group>``: the fraction of the group's output channels removed (0 = untouched);
+- ``method.prune_criterion``: how channels are ranked, summed over every weight of the coupled
+  group: ``l1`` / ``l2`` (magnitude), ``taylor`` (first-order |w * dL/dw| on a few training
+  batches), ``bn_scale`` (the batch norm scale, network slimming), ``fpgm`` (distance to the
+  geometric median), ``random`` (the baseline), ``slimming`` (``bn_scale`` after the pipeline
+  has trained with an L1 penalty on the batch norm scales). ``bn_scale`` on a group without
+  batch norm falls back to ``l1``, recorded in ``fallbacks``;
+- ``method.round_to``: the channels kept are a multiple of this (runtimes prefer aligned widths).
+  A group that holds the embedding of multi-head attention keeps a multiple of its heads too.
 """
 
 from __future__ import annotations
 
 import copy
+import math
+from collections.abc import Callable, Iterable
 
 import torch
 import torch_pruning as tp
@@ -16,16 +29,31 @@ from torch import nn
 
 from edgecompress.plan import InvalidPlan, Plan
 
+Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+CRITERIA = ("l1", "l2", "taylor", "bn_scale", "slimming", "fpgm", "random")
+TAYLOR_BATCHES = 4
+
 
 class ChannelPruner:
-    """``apply(model, plan)`` removes ``prune.<group>`` of each group's output channels."""
+    """``apply(model, plan)`` removes ``prune.<group>`` of each group's output channels.
 
-    def __init__(self, example_input: torch.Tensor) -> None:
+    ``batches`` yields ``(inputs, labels)`` training batches; only the ``taylor`` criterion
+    uses them (the first few). ``seed`` fixes the ``random`` criterion.
+    """
+
+    def __init__(
+        self, example_input: torch.Tensor, *, batches: Batches | None = None, seed: int = 0
+    ) -> None:
         self.example_input = example_input
+        self.batches = batches
+        self.seed = seed
+        self.fallbacks: list[str] = []
 
     def apply(self, model: nn.Module, plan: Plan) -> nn.Module:
         ratios = {k: float(v) for k, v in plan.section("prune").items()}
+        criterion, round_to = _settings(plan)
         model = copy.deepcopy(model).eval()
+        self.fallbacks = []
         if not any(ratios.values()):
             return model
         modules = dict(model.named_modules())
@@ -36,29 +64,117 @@ class ChannelPruner:
         if bad:
             raise InvalidPlan(f"prune: ratios must lie in [0, 1), got {bad}")
         graph = tp.DependencyGraph().build_dependency(model, example_inputs=self.example_input)
-        importance = tp.importance.GroupMagnitudeImportance(p=1, normalizer=None)
+        if criterion == "taylor":
+            self._accumulate_gradients(model)
+        generator = torch.Generator().manual_seed(self.seed)
         for name, ratio in ratios.items():
-            _prune_group(graph, modules[name], ratio, importance)
-        return model
+            scorer = _Scorer(criterion, generator, name, self.fallbacks)
+            _prune_group(graph, modules[name], name, ratio, round_to, scorer)
+        model.zero_grad(set_to_none=True)
+        return model.eval()
+
+    def _accumulate_gradients(self, model: nn.Module) -> None:
+        if self.batches is None:
+            raise InvalidPlan(
+                "prune: the taylor criterion needs training batches; build the ChannelPruner "
+                "with batches=... or choose another method.prune_criterion"
+            )
+        model.eval()  # batch norm statistics stay as trained; only gradients are collected
+        model.zero_grad(set_to_none=True)
+        for i, (x, y) in enumerate(self.batches()):
+            if i == TAYLOR_BATCHES:
+                break
+            nn.functional.cross_entropy(model(x), y).backward()
+
+
+def _settings(plan: Plan) -> tuple[str, int]:
+    criterion = str(plan.get("method.prune_criterion", "l1"))
+    if criterion not in CRITERIA:
+        raise InvalidPlan(f"method.prune_criterion {criterion!r}: choose one of {CRITERIA}")
+    round_to = plan.get("method.round_to", 1)
+    if not isinstance(round_to, int) or isinstance(round_to, bool) or round_to < 1:
+        raise InvalidPlan(f"method.round_to must be a positive integer, got {round_to!r}")
+    return criterion, round_to
+
+
+class _Scorer:
+    """The importance of every channel of a group under one criterion."""
+
+    def __init__(
+        self, criterion: str, generator: torch.Generator, layer: str, fallbacks: list[str]
+    ) -> None:
+        self.criterion = criterion
+        self.generator = generator
+        self.layer = layer
+        self.fallbacks = fallbacks
+
+    def __call__(self, group: tp.dependency.Group, channels: int) -> torch.Tensor:
+        if self.criterion == "random":
+            return torch.rand(channels, generator=self.generator)
+        scores = _importance(self.criterion)(group)
+        if scores is None and self.criterion in ("bn_scale", "slimming"):
+            self.fallbacks.append(f"{self.layer}: no batch norm in its group, ranked by l1")
+            scores = _importance("l1")(group)
+        if scores is None:
+            raise InvalidPlan(f"prune: criterion {self.criterion} cannot rank {self.layer}")
+        return scores
+
+
+def _importance(criterion: str) -> tp.importance.Importance:
+    if criterion == "l1":
+        return tp.importance.GroupMagnitudeImportance(p=1, normalizer=None)
+    if criterion == "l2":
+        return tp.importance.GroupMagnitudeImportance(p=2, normalizer=None)
+    if criterion == "taylor":
+        return tp.importance.GroupTaylorImportance(normalizer=None)
+    if criterion in ("bn_scale", "slimming"):
+        return tp.importance.BNScaleImportance(normalizer=None)
+    return tp.importance.FPGMImportance(normalizer=None)
+
+
+def kept_channels(channels: int, ratio: float, round_to: int) -> int:
+    """Channels kept: ``channels * (1 - ratio)`` to the nearest multiple of ``round_to``.
+
+    At least one multiple (or one channel), never more than there are.
+    """
+    keep = channels - min(int(round(channels * ratio)), channels - 1)
+    if round_to > 1 and ratio > 0:
+        keep = max(round_to, int(round(keep / round_to)) * round_to)
+    return min(keep, channels)
+
+
+def _heads(group: tp.dependency.Group) -> int:
+    """The embedding width of attention must stay a multiple of its number of heads."""
+    heads = [
+        dep.target.module.num_heads
+        for dep, _ in group
+        if isinstance(dep.target.module, nn.MultiheadAttention)
+    ]
+    return math.lcm(*heads) if heads else 1
 
 
 def _prune_group(
-    graph: tp.DependencyGraph, module: nn.Module, ratio: float, importance: tp.importance.Importance
+    graph: tp.DependencyGraph,
+    module: nn.Module,
+    name: str,
+    ratio: float,
+    round_to: int,
+    scorer: _Scorer,
 ) -> None:
     pruner = graph.get_pruner_of_module(module)
     if pruner is None or pruner.get_out_channels(module) is None:
-        raise InvalidPlan(f"prune: {type(module).__name__} has no prunable output channels")
+        raise InvalidPlan(f"prune: {name} ({type(module).__name__}) has no prunable outputs")
     channels = int(pruner.get_out_channels(module))
-    remove = min(int(round(channels * ratio)), channels - 1)
+    full = graph.get_pruning_group(module, pruner.prune_out_channels, idxs=list(range(channels)))
+    remove = channels - kept_channels(channels, ratio, math.lcm(round_to, _heads(full)))
     if remove <= 0:
         return
-    full = graph.get_pruning_group(module, pruner.prune_out_channels, idxs=list(range(channels)))
-    scores = importance(full)
-    idxs = torch.argsort(scores)[:remove].tolist()
+    scores = scorer(full, channels)
+    idxs = torch.argsort(scores, stable=True)[:remove].tolist()
     group = graph.get_pruning_group(module, pruner.prune_out_channels, idxs=idxs)
     if not graph.check_pruning_group(group):
         raise InvalidPlan(
-            f"prune: the group of {type(module).__name__} cannot lose {remove} "
+            f"prune: the group of {name} ({type(module).__name__}) cannot lose {remove} "
             f"of its {channels} channels"
         )
     group.prune()

@@ -1,7 +1,8 @@
 """Per-layer int8 with ONNX Runtime static quantization (QDQ, per-channel weights).
 
 Layers whose plan says ``bits.<layer> = 32`` are excluded by node name and stay fp32 in the
-graph; the rest are quantized with activations calibrated (MinMax) on training samples.
+graph; the rest are quantized with activations calibrated (MinMax) on training samples. A layer
+replaced by its low-rank factors is quantized as its factors are.
 """
 
 from __future__ import annotations
@@ -49,9 +50,11 @@ class StaticInt8Quantizer:
         if bad:
             raise InvalidPlan(f"bits: only 8 (int8) and 32 (fp32) are supported, got {bad}")
         nodes = layer_nodes(onnx.load(str(src)))
-        unknown = sorted(set(bits) - set(nodes))
+        unknown = sorted(layer for layer in bits if not _parts(layer, nodes))
         if unknown:
             raise InvalidPlan(f"bits: no ONNX node found for layers {unknown}")
+        # a factorized layer ("fc") is quantized as its factors ("fc.0", "fc.1") are
+        bits = {part: b for layer, b in bits.items() for part in _parts(layer, nodes)}
         if not any(b == 8 for b in bits.values()):
             shutil.copyfile(src, dst)
             return dst
@@ -64,7 +67,7 @@ class StaticInt8Quantizer:
         try:
             # ORT's recommended pre-processing (shape inference, graph optimization); it keeps
             # node names, which the exclusion of fp32 layers relies on.
-            quant_pre_process(str(src), str(prepared))
+            _pre_process(src, prepared)
             quantize_static(
                 str(prepared),
                 str(dst),
@@ -85,6 +88,19 @@ class StaticInt8Quantizer:
                 f"bits: ONNX Runtime quantized {sorted(got)}, the plan asked for {sorted(wanted)}"
             )
         return dst
+
+
+def _pre_process(src: Path, dst: Path) -> None:
+    """ORT's pre-processing; where its symbolic shape inference fails (e.g. on the reshapes of
+    multi-head attention), without it (ONNX shape inference and graph optimization still run)."""
+    try:
+        quant_pre_process(str(src), str(dst))
+    except Exception:  # noqa: BLE001 - ORT raises bare AssertionError/Exception here
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+
+
+def _parts(layer: str, nodes: dict[str, str]) -> list[str]:
+    return [n for n in nodes if n == layer or n.startswith(layer + ".")]
 
 
 def int8_layers(model: onnx.ModelProto) -> set[str]:

@@ -108,11 +108,13 @@ class ClassificationTask:
         settings: FinetuneSettings | None = None,
         seed: int = 0,
         gate: Callable[[], AbstractContextManager[Any]] = nullcontext,
+        penalty: Callable[[nn.Module], torch.Tensor] | None = None,
     ) -> nn.Module:
         """Fine-tune ``student`` in place with ``teacher`` as distillation teacher.
 
         ``gate`` wraps every epoch (see ``CpuGate.work``) so that latency measurements on the same
-        machine never overlap training.
+        machine never overlap training. ``penalty(student)`` is added to the loss (e.g. an L1
+        sparsity penalty).
         """
         s = settings or self.finetune
         if s.epochs == 0:
@@ -135,6 +137,8 @@ class ClassificationTask:
                     loss = distillation_loss(
                         student(x), t_logits, y, temperature=s.temperature, kd_weight=s.kd_weight
                     )
+                    if penalty is not None:
+                        loss = loss + penalty(student)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()

@@ -1,0 +1,183 @@
+"""compress(): apply a whole plan, one technique after another, and export the result.
+
+    teacher -> [L1 on batch norm scales, for slimming] -> channel pruning -> low-rank
+    factorization -> [L1 penalty on weights] -> unstructured sparsity -> fine-tuning with the
+    teacher (zeros held by masks) -> ONNX export -> per-layer int8
+
+Channel pruning comes before factorization: its groups are found on the original graph, and a
+factorized layer is then cut to the pruned widths. Any structural change is followed by
+fine-tuning with the teacher; a plan that only quantizes is post-training quantization.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import fields, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgecompress.compress.candidate import Candidate
+from edgecompress.compress.lowrank import LowRankFactorizer
+from edgecompress.compress.onnx_export import export_onnx
+from edgecompress.compress.prune import ChannelPruner
+from edgecompress.compress.quantize import StaticInt8Quantizer
+from edgecompress.compress.sparsity import (
+    UnstructuredPruner,
+    finalize,
+    l1_penalty,
+    weight_sparsity,
+)
+from edgecompress.experiment import Experiment
+from edgecompress.plan import InvalidPlan, Plan
+from edgecompress.tasks import ClassificationTask, FinetuneSettings
+
+Gate = Callable[[], AbstractContextManager[Any]]
+
+
+def finetune_settings(plan: Plan, default: FinetuneSettings) -> FinetuneSettings:
+    given = plan.section("finetune")
+    known = {f.name for f in fields(FinetuneSettings)}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise InvalidPlan(f"finetune: unknown settings {unknown}; known: {sorted(known)}")
+    values = {f.name: given.get(f.name, getattr(default, f.name)) for f in fields(default)}
+    try:
+        return FinetuneSettings(**values)
+    except (TypeError, ValueError) as exc:
+        raise InvalidPlan(f"finetune: {exc}") from None
+
+
+def l1_strength(plan: Plan) -> float:
+    value = plan.get("method.l1_strength", 1e-4)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise InvalidPlan(f"method.l1_strength must be a number >= 0, got {value!r}")
+    return float(value)
+
+
+def training_batches(task: ClassificationTask, size: int = 64) -> Iterator[tuple[Any, Any]]:
+    """The training split in a fixed order (for criteria that need gradients)."""
+    x, y = task.arrays("train")
+    for start in range(0, len(x), size):
+        yield torch.from_numpy(x[start : start + size]), torch.from_numpy(y[start : start + size])
+
+
+def bn_scale_penalty(model: nn.Module) -> torch.Tensor:
+    """Mean |gamma| over every batch norm: drives channels to zero scale (network slimming)."""
+    scales = [m.weight for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not scales:
+        return torch.zeros(())
+    return torch.cat([s.abs().flatten() for s in scales if s is not None]).mean()
+
+
+class _Steps:
+    """The state of one compression: the student so far, settings, and notes."""
+
+    def __init__(self, experiment: Experiment, plan: Plan, gate: Gate) -> None:
+        self.experiment = experiment
+        self.plan = plan
+        self.gate = gate
+        self.settings = finetune_settings(plan, experiment.task.finetune)
+        self.notes: dict[str, Any] = {}
+        with gate():
+            self.teacher = experiment.model().eval()
+        self.student: nn.Module = self.teacher
+        self.changed = False
+
+    def penalty_phase(self, penalty: Callable[[nn.Module], torch.Tensor], note: str) -> None:
+        """Fine-tunes a copy with ``penalty`` for half the epochs (at least one)."""
+        epochs = max(1, math.ceil(self.settings.epochs / 2))
+        student = copy.deepcopy(self.student)
+        self.experiment.task.fit(
+            student,
+            self.teacher,
+            settings=replace(self.settings, epochs=epochs),
+            seed=self.experiment.seed,
+            gate=self.gate,
+            penalty=penalty,
+        )
+        self.student = student
+        self.notes[note] = epochs
+
+    def prune(self) -> None:
+        if not any(float(r) > 0 for r in self.plan.section("prune").values()):
+            return
+        if self.plan.get("method.prune_criterion") == "slimming":
+            strength = l1_strength(self.plan)
+            self.penalty_phase(lambda m: strength * bn_scale_penalty(m), "slimming_epochs")
+        pruner = ChannelPruner(
+            self.experiment.example_input,
+            batches=lambda: training_batches(self.experiment.task),
+            seed=self.experiment.seed,
+        )
+        with self.gate():
+            self.student = pruner.apply(self.student, self.plan)
+        if pruner.fallbacks:
+            self.notes["criterion_fallbacks"] = pruner.fallbacks
+        self.changed = True
+
+    def factorize(self) -> None:
+        if not any(float(s) < 1 for s in self.plan.section("rank").values()):
+            return
+        factorizer = LowRankFactorizer()
+        with self.gate():
+            ranks = factorizer.ranks(self.student, self.plan)
+            self.student = factorizer.apply(self.student, self.plan)
+        self.notes["ranks"] = ranks
+        self.changed = self.changed or any(r is not None for r in ranks.values())
+
+    def sparsify(self) -> None:
+        ratios = self.plan.section("sparsity")
+        if not any(float(r) > 0 for r in ratios.values()):
+            return
+        if self.plan.get("method.sparsity", "magnitude") == "l1":
+            layers = [layer for layer, r in ratios.items() if float(r) > 0]
+            strength = l1_strength(self.plan)
+            self.penalty_phase(lambda m: strength * l1_penalty(m, layers), "l1_epochs")
+        with self.gate():
+            self.student = UnstructuredPruner(seed=self.experiment.seed).apply(
+                self.student, self.plan
+            )
+        self.changed = True
+
+    def finetune(self) -> None:
+        if self.changed:
+            self.experiment.task.fit(
+                self.student,
+                self.teacher,
+                settings=self.settings,
+                seed=self.experiment.seed,
+                gate=self.gate,
+            )
+        self.notes["finetuned_epochs"] = self.settings.epochs if self.changed else 0
+        finalize(self.student)
+        sparsity = {k: round(v, 4) for k, v in weight_sparsity(self.student).items() if v > 0}
+        if sparsity:
+            self.notes["weight_sparsity"] = sparsity
+
+
+def compress(
+    experiment: Experiment, plan: Plan, workdir: Path, *, gate: Gate = nullcontext
+) -> Candidate:
+    """Build the plan's compressed model and its deployable ONNX file in ``workdir``.
+
+    ``gate`` wraps every CPU-heavy step (see ``CpuGate.work``). The teacher is never modified.
+    """
+    steps = _Steps(experiment, plan, gate)
+    if steps.student is steps.teacher:
+        steps.student = copy.deepcopy(steps.teacher)
+    steps.prune()
+    steps.factorize()
+    steps.sparsify()
+    steps.finetune()
+    quantizer = StaticInt8Quantizer(experiment.task.calibration_batches)
+    with gate():
+        fp32 = export_onnx(steps.student.eval(), experiment.example_input, workdir / "fp32.onnx")
+        path = quantizer.apply(fp32, workdir / "model.onnx", plan)
+    steps.notes["quantization"] = "static QDQ"
+    return Candidate(plan=plan, module=steps.student, onnx_path=path, notes=steps.notes)

@@ -1,0 +1,78 @@
+"""compress(): every technique of one plan applied to one model, exported and quantized."""
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from edgecompress.compress import compress, int8_layers, onnx_weight_sparsity
+from edgecompress.evaluators import session
+from edgecompress.plan import InvalidPlan, Plan
+
+ALL = {
+    "prune.conv1": 0.25,
+    "method.prune_criterion": "taylor",
+    "method.round_to": 4,
+    "rank.conv2": 0.5,
+    "method.decomposition": "tucker2",
+    "sparsity.fc": 0.8,
+    "method.sparsity": "magnitude",
+    "bits.conv1": 8,
+    "bits.conv2": 8,
+    "bits.fc": 8,
+    "finetune.epochs": 1,
+}
+
+
+def test_one_plan_prunes_factorizes_sparsifies_and_quantizes(tiny, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    candidate = compress(tiny, Plan(ALL), tmp_path)
+    model = candidate.module
+    assert model.conv1.out_channels == 12  # 16 * 0.75, a multiple of 4
+    assert isinstance(model.conv2, torch.nn.Sequential)  # Tucker-2: 1x1, core, 1x1
+    assert model.conv2[0].in_channels == 12 and candidate.notes["ranks"]["conv2"] is not None
+    assert candidate.notes["finetuned_epochs"] == 1
+    assert candidate.notes["weight_sparsity"]["fc"] == pytest.approx(0.8, abs=1e-3)
+    graph = onnx.load(str(candidate.onnx_path))
+    # the factors of conv2 are int8 as conv2 was; the zeros of fc survive int8
+    assert int8_layers(graph) == {"conv1", "conv2.0", "conv2.1", "conv2.2", "fc"}
+    fc_node = next(n for n in onnx_weight_sparsity(graph) if "/fc/" in n)
+    assert onnx_weight_sparsity(graph)[fc_node] >= 0.8 - 1e-3
+    logits = session(candidate.onnx_path).run(None, {"input": np.zeros((2, 24), np.float32)})[0]
+    assert logits.shape == (2, 4)
+
+
+def test_penalty_phases_run_for_slimming_and_l1(tiny, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    plan = Plan(
+        {
+            "prune.conv1": 0.5,
+            "method.prune_criterion": "slimming",
+            "sparsity.conv2": 0.5,
+            "method.sparsity": "l1",
+            "method.l1_strength": 1e-3,
+            "finetune.epochs": 2,
+        }
+    )
+    notes = compress(tiny, plan, tmp_path).notes
+    assert notes["slimming_epochs"] == 1 and notes["l1_epochs"] == 1
+    assert notes["finetuned_epochs"] == 2
+    assert notes["weight_sparsity"]["conv2"] == pytest.approx(0.5, abs=1e-3)
+
+
+def test_a_plan_that_changes_nothing_does_not_fine_tune(tiny, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    plan = Plan({"prune.conv1": 0.0, "rank.conv2": 1.0, "sparsity.fc": 0.0, "bits.fc": 32})
+    candidate = compress(tiny, plan, tmp_path)
+    assert candidate.notes["finetuned_epochs"] == 0
+    x = torch.randn(3, 24)
+    out = session(candidate.onnx_path).run(None, {"input": x.numpy()})[0]
+    np.testing.assert_allclose(out, tiny.model()(x).detach().numpy(), rtol=1e-3, atol=1e-5)
+
+
+def test_bad_settings_are_invalid_plans(tiny, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidPlan, match="l1_strength"):
+        compress(
+            tiny,
+            Plan({"sparsity.fc": 0.5, "method.sparsity": "l1", "method.l1_strength": -1.0}),
+            tmp_path,
+        )
