@@ -17,7 +17,7 @@ import pandas as pd
 from edgecompress.errors import EdgeCompressError, NoFeasibleTrial, TrialsKeepFailing
 from edgecompress.experiment import Experiment, load_experiment
 from edgecompress.export import export
-from edgecompress.search import DEFAULT_STORAGE, Result, open_result, search
+from edgecompress.search import DEFAULT_STORAGE, Result, open_result, search, space_report
 from edgecompress.search.storage import open_storage, study_names
 
 EXIT_BAD_INPUT, EXIT_INFEASIBLE, EXIT_TRIALS_FAILING = 2, 3, 4
@@ -67,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--trial", type=int, help="this trial number")
     e.add_argument("-o", "--output", required=True, help="path of the .onnx file to write")
     e.add_argument("--experiment", help="FILE.py:NAME (default: the one the study searched)")
+
+    sp = sub.add_parser("space", help="show what a search would vary, and what it leaves alone")
+    sp.add_argument("experiment", help="FILE.py:NAME naming an edgecompress.Experiment")
+    sp.add_argument("--format", choices=("table", "json"), default="table", help="(default table)")
     return p
 
 
@@ -90,7 +94,8 @@ def _format_arg(p: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"search": _search, "front": _front, "export": _export}[args.command](args)
+        commands = {"search": _search, "front": _front, "export": _export, "space": _space}
+        return commands[args.command](args)
     except NoFeasibleTrial as exc:
         print(f"edgecompress: {exc}", file=sys.stderr)
         return EXIT_INFEASIBLE
@@ -155,6 +160,45 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _space(args: argparse.Namespace) -> int:
+    knobs, skipped = space_report(load_experiment(args.experiment))
+    if args.format == "json":
+        print(json.dumps(knobs + skipped, indent=2, allow_nan=False))
+        return 0
+    rows = [
+        {"knob": k["name"], "kind": k["kind"], "values": _values(k), "layers": _layers(k)}
+        for k in knobs
+    ]
+    print(f"{len(knobs)} knobs:")
+    print(pd.DataFrame(rows).to_string(index=False) if rows else "(none)")
+    if skipped:
+        alone = pd.DataFrame(
+            [
+                {"layer": s["name"], "technique": s["technique"], "reason": s["reason"]}
+                for s in skipped
+            ]
+        )
+        print(f"\nleft alone ({len(skipped)}):")
+        print(alone.to_string(index=False))
+    return 0
+
+
+def _values(knob: dict[str, Any]) -> str:
+    if knob["kind"] == "fixed":
+        return f"= {knob['value']}"
+    if "choices" in knob:
+        return " | ".join(str(c) for c in knob["choices"])
+    scale = ", log" if knob.get("log") else f" step {knob['step']}"
+    return f"{knob['low']} .. {knob['high']}{scale}"
+
+
+def _layers(knob: dict[str, Any]) -> str:
+    layers = knob["layers"]
+    return (
+        ", ".join(layers) if len(layers) <= 4 else f"{', '.join(layers[:3])}, ... ({len(layers)})"
+    )
+
+
 def _experiment_of(result: Result, ref: str | None) -> Experiment:
     ref = ref or result.meta.get("experiment_ref")
     if not ref:
@@ -166,10 +210,20 @@ def _experiment_of(result: Result, ref: str | None) -> Experiment:
 
 
 def _plan_summary(plan: dict[str, Any]) -> str:
-    ratios = [float(v) for k, v in plan.items() if k.startswith("prune.")]
-    bits = [int(v) for k, v in plan.items() if k.startswith("bits.")]
-    mean = sum(ratios) / len(ratios) if ratios else 0.0
-    return f"prune mean {mean:.2f}, int8 {sum(b == 8 for b in bits)}/{len(bits)}"
+    def values(section: str) -> list[float]:
+        return [float(v) for k, v in plan.items() if k.startswith(section + ".")]
+
+    ratios, bits = values("prune"), values("bits")
+    parts = [f"prune mean {sum(ratios) / len(ratios):.2f}"] if ratios else []
+    sparse = sum(v > 0 for v in values("sparsity"))
+    if sparse:
+        parts.append(f"sparse {sparse} ({plan.get('method.sparsity', 'magnitude')})")
+    factorized = sum(v < 1 for v in values("rank"))
+    if factorized:
+        parts.append(f"low-rank {factorized}")
+    if bits:
+        parts.append(f"int8 {sum(b == 8 for b in bits)}/{len(bits)}")
+    return ", ".join(parts) or "uncompressed"
 
 
 def _print_front(result: Result, fmt: str) -> int:
@@ -215,6 +269,7 @@ def _table(result: Result, records: list[dict[str, Any]]) -> str:
             "latency_ms": f"{r['latency_ms']:.4f}",
             "speedup": f"{r['speedup']:.1f}x",
             "size_mb": f"{r['size_mb']:.3f}",
+            "gz_mb": "-" if r["size_gz_mb"] is None else f"{r['size_gz_mb']:.3f}",
             "budget": "meets" if r["feasible"] else f"over +{r['violation_ms']:.4f}",
             "plan": r["baseline"] or _plan_summary(r["plan"]),
         }

@@ -21,7 +21,12 @@ from edgecompress.errors import EdgeCompressError
 from edgecompress.targets import Target
 from edgecompress.tasks import ClassificationTask
 
-OBJECTIVES = {"accuracy": "maximize", "latency_ms": "minimize", "size_mb": "minimize"}
+OBJECTIVES = {
+    "accuracy": "maximize",
+    "latency_ms": "minimize",
+    "size_mb": "minimize",
+    "size_gz_mb": "minimize",
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,8 +35,9 @@ class Experiment:
 
     ``model`` returns the trained, uncompressed model (the teacher), a fresh instance per call.
     ``example_input`` is one batch the model accepts; its batch dimension is replaced by the
-    target's batch size for latency. ``space`` is the search space (a ``Space``); ``None`` builds
-    the default space from the model. ``exclude`` names layers the default space leaves alone.
+    target's batch size for latency. ``space`` is the search space: an ``AutoSpace(...)`` built from
+    the model by introspection (``None``: ``AutoSpace()`` with every technique), or any
+    ``Space``. ``exclude`` names layers an AutoSpace leaves alone.
     """
 
     name: str

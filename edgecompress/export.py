@@ -112,7 +112,14 @@ def _remeasure(experiment: Experiment, result: Result, model: Path) -> float:
 
 
 def _manifest(result: Result, record: dict[str, Any]) -> dict[str, Any]:
-    keys = ("accuracy", "test_accuracy", "latency_ms", "size_mb", "latency_spread_pct")
+    keys = (
+        "accuracy",
+        "test_accuracy",
+        "latency_ms",
+        "size_mb",
+        "size_gz_mb",
+        "latency_spread_pct",
+    )
     meta = result.meta
     return {
         "study": result.study_name,

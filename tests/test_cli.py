@@ -18,12 +18,17 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
     return code, out, err
 
 
-@pytest.mark.parametrize("command", ["search", "front", "export"])
-def test_every_subcommand_has_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("command", "option"),
+    [("search", "--storage"), ("front", "--storage"), ("export", "--storage"), ("space", "json")],
+)
+def test_every_subcommand_has_help(
+    command: str, option: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_:
         main([command, "--help"])
     assert exit_.value.code == 0
-    assert "--storage" in capsys.readouterr().out
+    assert option in capsys.readouterr().out
 
 
 def test_experiment_path_errors(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -144,3 +149,31 @@ def test_search_front_export_and_the_infeasible_case(
     )
     assert code == EXIT_INFEASIBLE and "no trial within the budget" in err
     assert not (workdir / "y.onnx").exists()
+
+
+def test_space_shows_every_knob_and_every_layer_left_alone(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, out, _ = _run(capsys, "space", TINY, "--format", "json")
+    assert code == 0
+    entries = json.loads(out)
+    knobs = {e["name"]: e for e in entries if e["kind"] != "skipped"}
+    assert knobs["prune.conv1"]["low"] == 0.0 and knobs["prune.conv1"]["step"] == 0.05
+    assert knobs["prune.conv1"]["layers"] == ["conv1", "bn1"]  # bn1 is pruned with conv1
+    assert knobs["method.prune_criterion"]["kind"] == "choice"
+    assert "taylor" in knobs["method.prune_criterion"]["choices"]
+    assert knobs["rank.conv2"]["high"] == 1.0 and knobs["bits.fc"]["high"] == 32
+    alone = {(e["name"], e["technique"]): e["reason"] for e in entries if e["kind"] == "skipped"}
+    assert "output" in alone[("fc", "prune")] and "first layer" in alone[("conv1", "rank")]
+
+    code, out, _ = _run(capsys, "space", TINY)
+    assert code == 0
+    assert "prune.conv1" in out and "0.0 .. 0.9 step 0.05" in out and "left alone" in out
+    assert "taylor" in out
+
+
+def test_space_of_a_bad_experiment_is_a_clear_error(
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = _run(capsys, "space", "missing.py:experiment")
+    assert code == EXIT_BAD_INPUT and "no file" in err

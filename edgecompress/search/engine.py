@@ -28,16 +28,17 @@ from edgecompress.search.study import (
     signature,
 )
 from edgecompress.search.trial import Outcome, Reference, reference_of
-from edgecompress.spaces import Space, default_space
+from edgecompress.spaces import AutoSpace, Space, describe
 from edgecompress.targets import describe_device
 
 
 def space_of(experiment: Experiment, reference: Reference) -> Space:
-    """The experiment's space, or the default one built from the model and its ONNX export."""
-    space = experiment.space
-    if space is None:
+    """The experiment's space: a Space as given, or an AutoSpace (``None``: the default one)
+    built from the model and its ONNX export."""
+    space = AutoSpace() if experiment.space is None else experiment.space
+    if isinstance(space, AutoSpace):
         try:
-            space = default_space(
+            space = space.build(
                 experiment.model().eval(),
                 experiment.example_input,
                 finetune=experiment.task.finetune,
@@ -52,8 +53,8 @@ def space_of(experiment: Experiment, reference: Reference) -> Space:
             ) from None
     if not isinstance(space, Space):
         raise EdgeCompressError(
-            f"Experiment.space is a {type(space).__name__}; it must be a Space (with knobs() "
-            "and sample(trial)), or None for the default space."
+            f"Experiment.space is a {type(space).__name__}; it must be an AutoSpace(...), a Space "
+            "(with knobs() and sample(trial)), or None for the default AutoSpace()."
         )
     unbuildable = [k.name for k in space.knobs() if k.kind != "fixed" and k.identity is None]
     if unbuildable:
@@ -62,6 +63,26 @@ def space_of(experiment: Experiment, reference: Reference) -> Space:
             "model unchanged), so the uncompressed baseline cannot be built. Set Knob.identity."
         )
     return space
+
+
+def checked_reference(experiment: Experiment) -> Reference:
+    """The experiment validated, and its model exported (a clear error if it cannot be)."""
+    experiment.validate()
+    try:
+        return reference_of(experiment)
+    except Exception as exc:  # noqa: BLE001 - the user's model does not export
+        raise EdgeCompressError(
+            f"Experiment {experiment.name!r}: the model cannot be exported to ONNX "
+            f"({type(exc).__name__}: {str(exc)[:300]}). Every candidate is deployed as ONNX; "
+            "make the model exportable with torch.onnx.export first."
+        ) from None
+
+
+def space_report(experiment: Experiment) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """What a search of ``experiment`` would vary (knobs), and the layers it leaves alone."""
+    space = space_of(experiment, checked_reference(experiment))
+    skipped = [s.to_dict() for s in getattr(space, "skipped", ())]
+    return describe(space), skipped
 
 
 def artifacts_dir(storage_url: str | None, study: str) -> Path:
@@ -171,15 +192,7 @@ def search(
             "workers import it themselves: load it with edgecompress.load_experiment(...), or "
             "use workers=1."
         )
-    experiment.validate()
-    try:
-        reference = reference_of(experiment)
-    except Exception as exc:  # noqa: BLE001 - the user's model does not export
-        raise EdgeCompressError(
-            f"Experiment {experiment.name!r}: the model cannot be exported to ONNX "
-            f"({type(exc).__name__}: {str(exc)[:300]}). Every candidate is deployed as ONNX; "
-            "make the model exportable with torch.onnx.export first."
-        ) from None
+    reference = checked_reference(experiment)
     ledger = open_ledger(
         experiment,
         storage=storage,

@@ -1,0 +1,84 @@
+"""Every compressor passes the conformance checks of ``edgecompress.testing`` on every model of
+the zoo: a plain CNN, a residual CNN (additions, a concatenation), depthwise-separable blocks,
+an MLP and a small transformer encoder."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from edgecompress.compress import ChannelPruner, LowRankFactorizer, UnstructuredPruner
+from edgecompress.plan import Plan
+from edgecompress.spaces import AutoSpace, Joint
+from edgecompress.tasks import FinetuneSettings
+from edgecompress.testing import Compressor, check_compressor
+from tests.models import EXAMPLE_INPUTS, ZOO
+
+
+def _space(name: str) -> Joint:
+    model, example = ZOO[name](), EXAMPLE_INPUTS[name]
+    return AutoSpace(keep_first_last=False).build(
+        model, example[:1], finetune=FinetuneSettings(epochs=1)
+    )
+
+
+def _plan(name: str, section: str, value: float, **method: object) -> Plan:
+    keys = [key for k in _space(name).knobs() for key in k.plan_keys()]
+    chosen = {key: value for key in keys if key.startswith(section + ".")}
+    assert chosen, f"{name}: the space has no {section} knob"
+    return Plan({**chosen, **{f"method.{k}": v for k, v in method.items()}})  # type: ignore[dict-item]
+
+
+def _batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    return [(x, torch.arange(len(x)) % 4) for x in EXAMPLE_INPUTS.values()]
+
+
+CASES = [
+    ("prune-l1", "prune", 0.5, {"prune_criterion": "l1"}),
+    ("prune-taylor", "prune", 0.5, {"prune_criterion": "taylor", "round_to": 4}),
+    ("prune-random", "prune", 0.3, {"prune_criterion": "random"}),
+    ("rank-tucker2", "rank", 0.5, {"decomposition": "tucker2"}),
+    ("rank-spatial", "rank", 0.4, {"decomposition": "spatial_svd"}),
+    ("sparsity-magnitude", "sparsity", 0.6, {"sparsity": "magnitude"}),
+    ("sparsity-global", "sparsity", 0.5, {"sparsity": "global", "global_sparsity": 0.7}),
+    ("sparsity-random", "sparsity", 0.5, {"sparsity": "random"}),
+]
+INVALID = {
+    "prune": Plan({"prune.no_such_layer": 0.5}),
+    "rank": Plan({"rank.no_such_layer": 0.5}),
+    "sparsity": Plan({"sparsity.head": 1.0}),
+}
+
+
+def _compressor(section: str, name: str) -> Compressor:
+    if section == "prune":
+        example = EXAMPLE_INPUTS[name][:1]
+        return ChannelPruner(example, batches=lambda: [_batch(name)], seed=0)
+    if section == "rank":
+        return LowRankFactorizer()
+    return UnstructuredPruner(seed=0)
+
+
+def _batch(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    x = EXAMPLE_INPUTS[name]
+    return x, torch.arange(len(x)) % 4
+
+
+@pytest.mark.parametrize("model_name", sorted(ZOO))
+@pytest.mark.parametrize(("case", "section", "value", "method"), CASES, ids=[c[0] for c in CASES])
+def test_compressor_conformance(
+    model_name: str, case: str, section: str, value: float, method: dict[str, object]
+) -> None:
+    plan = _plan(model_name, section, value, **method)
+    model, example = ZOO[model_name](), EXAMPLE_INPUTS[model_name]
+    compressed = check_compressor(
+        _compressor(section, model_name), model, example[:1], plan, invalid_plan=INVALID[section]
+    )
+    assert compressed(example).shape == model(example).shape
+    assert _changed(model, compressed), f"{case} left {model_name} unchanged"
+
+
+def _changed(before: nn.Module, after: nn.Module) -> bool:
+    a, b = before.state_dict(), after.state_dict()
+    return a.keys() != b.keys() or any(not torch.equal(a[k], b[k]) for k in a)
