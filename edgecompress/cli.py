@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
         "--trials",
         type=int,
         required=True,
-        help="total completed trials wanted in the study (baselines included)",
+        help="total completed trials wanted in the study (baselines and uniform seeds included)",
     )
     s.add_argument(
         "--workers",

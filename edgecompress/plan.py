@@ -49,6 +49,14 @@ class Plan(Mapping[str, Value]):
         start = prefix + "."
         return {k[len(start) :]: v for k, v in self.entries.items() if k.startswith(start)}
 
+    def numbers(self, prefix: str) -> dict[str, float]:
+        """``section(prefix)`` as floats; a value that is not a number is an ``InvalidPlan``."""
+        entries = self.section(prefix)
+        bad = {k: v for k, v in entries.items() if isinstance(v, (bool, str))}
+        if bad:
+            raise InvalidPlan(f"{prefix}: values must be numbers, got {bad}")
+        return {k: float(v) for k, v in entries.items()}
+
     def to_dict(self) -> dict[str, Value]:
         return dict(self.entries)
 

@@ -4,21 +4,37 @@ an MLP and a small transformer encoder."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import onnx
 import pytest
 import torch
 from torch import nn
 
-from edgecompress.compress import ChannelPruner, LowRankFactorizer, UnstructuredPruner
+from edgecompress.compress import (
+    ChannelPruner,
+    LowRankFactorizer,
+    StaticInt8Quantizer,
+    UnstructuredPruner,
+    export_onnx,
+    int8_layers,
+    layer_nodes,
+)
 from edgecompress.plan import Plan
-from edgecompress.spaces import AutoSpace, Joint
+from edgecompress.spaces import TECHNIQUES, AutoSpace, Joint
 from edgecompress.tasks import FinetuneSettings
-from edgecompress.testing import Compressor, check_compressor
+from edgecompress.testing import (
+    Compressor,
+    check_compressor,
+    check_onnx_compressor,
+    check_space,
+)
 from tests.models import EXAMPLE_INPUTS, ZOO
 
 
 def _space(name: str) -> Joint:
     model, example = ZOO[name](), EXAMPLE_INPUTS[name]
-    return AutoSpace(keep_first_last=False).build(
+    return AutoSpace(techniques=TECHNIQUES, keep_first_last=False).build(
         model, example[:1], finetune=FinetuneSettings(epochs=1)
     )
 
@@ -28,10 +44,6 @@ def _plan(name: str, section: str, value: float, **method: object) -> Plan:
     chosen = {key: value for key in keys if key.startswith(section + ".")}
     assert chosen, f"{name}: the space has no {section} knob"
     return Plan({**chosen, **{f"method.{k}": v for k, v in method.items()}})  # type: ignore[dict-item]
-
-
-def _batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
-    return [(x, torch.arange(len(x)) % 4) for x in EXAMPLE_INPUTS.values()]
 
 
 CASES = [
@@ -82,3 +94,33 @@ def test_compressor_conformance(
 def _changed(before: nn.Module, after: nn.Module) -> bool:
     a, b = before.state_dict(), after.state_dict()
     return a.keys() != b.keys() or any(not torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("model_name", sorted(ZOO))
+def test_int8_quantizer_conformance(model_name: str, tmp_path: Path) -> None:
+    model, example = ZOO[model_name](), EXAMPLE_INPUTS[model_name]
+    src = export_onnx(model, example[:1], tmp_path / "fp32.onnx")
+    layers = sorted(layer_nodes(onnx.load(str(src))))
+    g = torch.Generator().manual_seed(0)
+    calibration = [torch.randn(8, *example.shape[1:], generator=g).numpy() for _ in range(2)]
+    quantizer = StaticInt8Quantizer(lambda: calibration)
+    plan = Plan({f"bits.{layer}": 8 for layer in layers})
+    out = check_onnx_compressor(
+        quantizer,
+        src,
+        plan,
+        example.numpy(),
+        invalid_plan=Plan({f"bits.{layers[0]}": 4}),
+        tolerance=0.25,
+    )
+    assert int8_layers(onnx.load_from_string(out))  # at least one layer really is int8
+
+
+@pytest.mark.parametrize("model_name", sorted(ZOO))
+@pytest.mark.parametrize("stages", [None, 2])
+def test_space_conformance(model_name: str, stages: int | None) -> None:
+    model, example = ZOO[model_name](), EXAMPLE_INPUTS[model_name]
+    space = AutoSpace(techniques=TECHNIQUES, stages=stages).build(
+        model, example[:1], finetune=FinetuneSettings(epochs=1)
+    )
+    check_space(space)

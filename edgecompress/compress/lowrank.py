@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgecompress.modules import weights_read_directly
 from edgecompress.plan import InvalidPlan, Plan
 
 METHODS = ("tucker2", "spatial_svd")
@@ -119,6 +120,12 @@ def _choose(model: nn.Module, plan: Plan) -> dict[str, tuple[int, ...] | None]:
     bad = {name: v for name, v in shares.items() if not _is_share(v)}
     if bad:
         raise InvalidPlan(f"rank: the share of multiply-adds kept must lie in (0, 1], got {bad}")
+    fixed = [n for n in weights_read_directly(model) if n in shares and float(shares[n]) < 1]
+    if fixed:
+        raise InvalidPlan(
+            f"rank: the parents of {fixed} read their weights themselves (attention, a fused "
+            "transformer layer), so a factorization cannot replace them; leave them dense"
+        )
     return {name: _layer_ranks(name, modules[name], float(v), method) for name, v in shares.items()}
 
 

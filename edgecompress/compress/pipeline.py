@@ -38,6 +38,24 @@ from edgecompress.plan import InvalidPlan, Plan
 from edgecompress.tasks import ClassificationTask, FinetuneSettings
 
 Gate = Callable[[], AbstractContextManager[Any]]
+METHODS = (
+    "prune_criterion",
+    "round_to",
+    "decomposition",
+    "sparsity",
+    "sparsity_threshold",
+    "global_sparsity",
+    "l1_strength",
+)
+
+
+def check_sections(plan: Plan) -> None:
+    """Entries no step reads would be silently ignored: refused instead."""
+    unknown = sorted(set(plan.section("method")) - set(METHODS))
+    if unknown:
+        raise InvalidPlan(f"method: unknown settings {unknown}; known: {list(METHODS)}")
+    if plan.section("student"):
+        raise InvalidPlan("student.*: distillation into a student architecture is not built yet")
 
 
 def finetune_settings(plan: Plan, default: FinetuneSettings) -> FinetuneSettings:
@@ -54,7 +72,7 @@ def finetune_settings(plan: Plan, default: FinetuneSettings) -> FinetuneSettings
 
 
 def l1_strength(plan: Plan) -> float:
-    value = plan.get("method.l1_strength", 1e-4)
+    value = plan.get("method.l1_strength", 1e-5)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise InvalidPlan(f"method.l1_strength must be a number >= 0, got {value!r}")
     return float(value)
@@ -68,11 +86,15 @@ def training_batches(task: ClassificationTask, size: int = 64) -> Iterator[tuple
 
 
 def bn_scale_penalty(model: nn.Module) -> torch.Tensor:
-    """Mean |gamma| over every batch norm: drives channels to zero scale (network slimming)."""
-    scales = [m.weight for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    """Sum of |gamma| over every batch norm: drives channels to zero scale (network slimming)."""
+    scales = [
+        m.weight
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None
+    ]
     if not scales:
         return torch.zeros(())
-    return torch.cat([s.abs().flatten() for s in scales if s is not None]).mean()
+    return torch.stack([s.abs().sum() for s in scales]).sum()
 
 
 class _Steps:
@@ -90,8 +112,10 @@ class _Steps:
         self.changed = False
 
     def penalty_phase(self, penalty: Callable[[nn.Module], torch.Tensor], note: str) -> None:
-        """Fine-tunes a copy with ``penalty`` for half the epochs (at least one)."""
-        epochs = max(1, math.ceil(self.settings.epochs / 2))
+        """Fine-tunes a copy with ``penalty`` for half the epochs (none when fine-tuning is off)."""
+        epochs = math.ceil(self.settings.epochs / 2)
+        if epochs == 0:
+            return
         student = copy.deepcopy(self.student)
         self.experiment.task.fit(
             student,
@@ -105,7 +129,7 @@ class _Steps:
         self.notes[note] = epochs
 
     def prune(self) -> None:
-        if not any(float(r) > 0 for r in self.plan.section("prune").values()):
+        if not any(r > 0 for r in self.plan.numbers("prune").values()):
             return
         if self.plan.get("method.prune_criterion") == "slimming":
             strength = l1_strength(self.plan)
@@ -122,7 +146,7 @@ class _Steps:
         self.changed = True
 
     def factorize(self) -> None:
-        if not any(float(s) < 1 for s in self.plan.section("rank").values()):
+        if not any(s < 1 for s in self.plan.numbers("rank").values()):
             return
         factorizer = LowRankFactorizer()
         with self.gate():
@@ -132,11 +156,11 @@ class _Steps:
         self.changed = self.changed or any(r is not None for r in ranks.values())
 
     def sparsify(self) -> None:
-        ratios = self.plan.section("sparsity")
-        if not any(float(r) > 0 for r in ratios.values()):
+        ratios = self.plan.numbers("sparsity")
+        if not any(r > 0 for r in ratios.values()):
             return
         if self.plan.get("method.sparsity", "magnitude") == "l1":
-            layers = [layer for layer, r in ratios.items() if float(r) > 0]
+            layers = [layer for layer, r in ratios.items() if r > 0]
             strength = l1_strength(self.plan)
             self.penalty_phase(lambda m: strength * l1_penalty(m, layers), "l1_epochs")
         with self.gate():
@@ -168,6 +192,7 @@ def compress(
 
     ``gate`` wraps every CPU-heavy step (see ``CpuGate.work``). The teacher is never modified.
     """
+    check_sections(plan)
     steps = _Steps(experiment, plan, gate)
     if steps.student is steps.teacher:
         steps.student = copy.deepcopy(steps.teacher)

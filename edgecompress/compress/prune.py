@@ -14,7 +14,9 @@ Plan entries read here:
   has trained with an L1 penalty on the batch norm scales). ``bn_scale`` on a group without
   batch norm falls back to ``l1``, recorded in ``fallbacks``;
 - ``method.round_to``: the channels kept are a multiple of this (runtimes prefer aligned widths).
-  A group that holds the embedding of multi-head attention keeps a multiple of its heads too.
+  A group that holds the embedding of multi-head attention keeps a multiple of its heads, and
+  loses the same number of channels from each head (the head dimension is pruned, each channel
+  stays in its head; ``nn.MultiheadAttention`` cannot lose whole heads).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class ChannelPruner:
         self.fallbacks: list[str] = []
 
     def apply(self, model: nn.Module, plan: Plan) -> nn.Module:
-        ratios = {k: float(v) for k, v in plan.section("prune").items()}
+        ratios = plan.numbers("prune")
         criterion, round_to = _settings(plan)
         model = copy.deepcopy(model).eval()
         self.fallbacks = []
@@ -153,6 +155,18 @@ def _heads(group: tp.dependency.Group) -> int:
     return math.lcm(*heads) if heads else 1
 
 
+def least_important(scores: torch.Tensor, remove: int, heads: int = 1) -> list[int]:
+    """The ``remove`` lowest-scoring channels; with attention heads, the same number from
+    each head, so every channel stays in its head (heads are contiguous blocks of channels)."""
+    if heads == 1:
+        return torch.argsort(scores, stable=True)[:remove].tolist()
+    per_head = scores.view(heads, -1)
+    width = per_head.shape[1]
+    lowest = torch.argsort(per_head, dim=1, stable=True)[:, : remove // heads]
+    offsets = torch.arange(heads).unsqueeze(1) * width
+    return sorted((lowest + offsets).flatten().tolist())
+
+
 def _prune_group(
     graph: tp.DependencyGraph,
     module: nn.Module,
@@ -166,11 +180,11 @@ def _prune_group(
         raise InvalidPlan(f"prune: {name} ({type(module).__name__}) has no prunable outputs")
     channels = int(pruner.get_out_channels(module))
     full = graph.get_pruning_group(module, pruner.prune_out_channels, idxs=list(range(channels)))
-    remove = channels - kept_channels(channels, ratio, math.lcm(round_to, _heads(full)))
+    heads = _heads(full)
+    remove = channels - kept_channels(channels, ratio, math.lcm(round_to, heads))
     if remove <= 0:
         return
-    scores = scorer(full, channels)
-    idxs = torch.argsort(scores, stable=True)[:remove].tolist()
+    idxs = least_important(scorer(full, channels), remove, heads)
     group = graph.get_pruning_group(module, pruner.prune_out_channels, idxs=idxs)
     if not graph.check_pruning_group(group):
         raise InvalidPlan(

@@ -45,8 +45,8 @@ class StaticInt8Quantizer:
         self.calibration = calibration
 
     def apply(self, src: Path, dst: Path, plan: Plan) -> Path:
-        bits = {layer: int(b) for layer, b in plan.section("bits").items()}
-        bad = {layer: b for layer, b in bits.items() if b not in (8, 32)}
+        bits = plan.section("bits")
+        bad = {layer: b for layer, b in bits.items() if isinstance(b, bool) or b not in (8, 32)}
         if bad:
             raise InvalidPlan(f"bits: only 8 (int8) and 32 (fp32) are supported, got {bad}")
         nodes = layer_nodes(onnx.load(str(src)))
@@ -84,6 +84,7 @@ class StaticInt8Quantizer:
         wanted = {layer for layer, b in bits.items() if b == 8}
         got = int8_layers(onnx.load(str(dst)))
         if got != wanted:
+            dst.unlink()  # a refused plan leaves no output behind
             raise InvalidPlan(
                 f"bits: ONNX Runtime quantized {sorted(got)}, the plan asked for {sorted(wanted)}"
             )

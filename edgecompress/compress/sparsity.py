@@ -31,6 +31,7 @@ from onnx import numpy_helper
 from torch import nn
 from torch.nn.utils import prune
 
+from edgecompress.modules import weights_read_directly
 from edgecompress.plan import InvalidPlan, Plan
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
@@ -69,13 +70,16 @@ def finalize(model: nn.Module) -> nn.Module:
 
 
 def l1_penalty(model: nn.Module, layers: list[str]) -> torch.Tensor:
-    """Mean ``|w|`` over the weights of ``layers`` (containers expanded); differentiable."""
+    """Sum of ``|w|`` over the weights of ``layers`` (containers expanded); differentiable.
+
+    A sum, as in the L1-regularization literature: each weight is pulled towards zero with the
+    same force (the strength) whatever the size of its layer.
+    """
     modules = _expand(model, dict.fromkeys(layers, 0.0))
     weights = [_live_weight(module) for module, _ in modules.values()]
     if not weights:
         return torch.zeros(())
-    total = sum(w.numel() for w in weights)
-    return torch.stack([w.abs().sum() for w in weights]).sum() / total
+    return torch.stack([w.abs().sum() for w in weights]).sum()
 
 
 def weight_sparsity(model: nn.Module) -> dict[str, float]:
@@ -158,9 +162,17 @@ def _expand(model: nn.Module, ratios: dict[str, float]) -> dict[str, tuple[nn.Mo
     if unknown:
         raise InvalidPlan(f"sparsity: the model has no layers {unknown}")
     found: dict[str, tuple[nn.Module, float]] = {}
+    fixed = set(weights_read_directly(model))
     for layer, ratio in ratios.items():
+        if layer in fixed:
+            raise InvalidPlan(
+                f"sparsity.{layer}: its parent reads the weight itself (attention or a fused "
+                "transformer layer), so a mask would not reach it; leave it out of the plan"
+            )
         inner = {
-            p: m for p, m in modules[layer].named_modules(prefix=layer) if isinstance(m, PRUNABLE)
+            p: m
+            for p, m in modules[layer].named_modules(prefix=layer)
+            if isinstance(m, PRUNABLE) and p not in fixed
         }
         if not inner:
             raise InvalidPlan(f"sparsity.{layer}: holds no Linear/Conv1d/Conv2d weight")

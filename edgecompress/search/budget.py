@@ -13,7 +13,7 @@ from edgecompress.errors import EdgeCompressError
 from edgecompress.evaluators import measure_ratio
 from edgecompress.experiment import Experiment
 from edgecompress.gate import CpuGate
-from edgecompress.plan import InvalidPlan, Plan
+from edgecompress.plan import Plan
 from edgecompress.search.study import baseline_params
 from edgecompress.search.trial import Reference
 from edgecompress.spaces import Space
@@ -40,12 +40,14 @@ def resolve_budget(
 
 def extreme_plans(space: Space) -> list[Plan]:
     """The most compressed plans of the space without fine-tuning: the fastest pruning in fp32
-    and int8, and int8 with the lowest ranks too (factorizing may or may not be faster)."""
+    and in int8, each with and without the lowest ranks (factorizing, like int8, may or may not
+    be faster on a given CPU)."""
     plans: dict[str, Plan] = {}
-    for kind, factorize in (("teacher", False), ("int8", False), ("int8", True)):
+    variants = (("teacher", False), ("int8", False), ("teacher", True), ("int8", True))
+    for kind, factorize in variants:
         params: dict[str, Any] = baseline_params(space, kind)
         for k in space.knobs():
-            wanted = k.name.startswith("prune.") or (factorize and k.name.startswith("rank."))
+            wanted = k.section == "prune" or (factorize and k.section == "rank")
             if k.fastest is not None and wanted:
                 params[k.name] = k.param(k.fastest)
         plan = space.sample(optuna.trial.FixedTrial(params))  # type: ignore[arg-type]
@@ -64,10 +66,11 @@ def fastest_reachable_ms(
         for i, plan in enumerate(extreme_plans(space)):
             try:
                 candidate = compress(experiment, plan, Path(tmp) / str(i), gate=gate.work)
-            except InvalidPlan as exc:
+            except Exception as exc:  # noqa: BLE001 - InvalidPlan, or a model that breaks
                 raise EdgeCompressError(
-                    f"the most compressed plan of the space cannot be built ({exc}); lower the "
-                    "largest pruning ratio or exclude the layer named."
+                    f"the most compressed plan of the space cannot be built "
+                    f"({type(exc).__name__}: {str(exc)[:300]}); lower the largest pruning ratio "
+                    "or exclude the layer named (Experiment.exclude), or narrow the space."
                 ) from None
             with gate.measure():
                 m = measure_ratio(

@@ -44,6 +44,7 @@ def space_of(experiment: Experiment, reference: Reference) -> Space:
                 finetune=experiment.task.finetune,
                 exclude=experiment.exclude,
                 quantizable=list(layer_nodes(onnx.load_from_string(reference.onnx))),
+                objectives=experiment.objectives,
             )
         except Exception as exc:  # noqa: BLE001 - torch-pruning cannot trace the model, ...
             raise EdgeCompressError(
@@ -179,7 +180,8 @@ def search(
 ) -> Result:
     """Run (or resume) the study until ``trials`` trials are complete; return its result.
 
-    ``trials`` counts all completed trials of the study, the two baselines included.
+    ``trials`` counts all completed trials of the study, the two baselines (the teacher, and
+    in int8) and the three uniform seeds (one pruning ratio for every group) included.
     """
     if trials < 1:
         raise EdgeCompressError(f"--trials must be >= 1, got {trials}")

@@ -16,9 +16,10 @@ from optuna.trial import FrozenTrial, TrialState
 from edgecompress.errors import EdgeCompressError
 from edgecompress.experiment import Experiment
 from edgecompress.search.storage import META
-from edgecompress.spaces import INT8, Space, describe
+from edgecompress.spaces import INT8, Knob, Space, describe
 
 BASELINES = ("teacher", "int8")
+SEED_LEVELS = (0.5, 0.8, 1.0)
 
 
 def sampler(seed: int) -> optuna.samplers.BaseSampler:
@@ -154,16 +155,48 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
 
 def baseline_params(space: Space, kind: str) -> dict[str, Any]:
     """The uncompressed teacher, or the teacher with every layer int8 (as Optuna params)."""
-    knobs = [k for k in space.knobs() if k.kind != "fixed"]
-    params = {k.name: k.param(k.identity) for k in knobs if k.identity is not None}
-    if kind == "int8":
-        params.update({n: INT8 for n in params if n.startswith("bits.")})
+    params: dict[str, Any] = {}
+    for k in space.knobs():
+        if k.kind != "fixed" and k.identity is not None:
+            params[k.name] = INT8 if kind == "int8" and k.section == "bits" else k.param(k.identity)
     return params
 
 
+def uniform_seeds(space: Space) -> dict[str, dict[str, Any]]:
+    """What a user does without a search, as the first trials: one ratio for every group.
+
+    Structured pruning (or, in a space without it, low-rank factorization) at 50%, 80% and 100%
+    of the way from the identity to the most compressed value, in int8 where the space has
+    precision knobs; every other knob at its identity. The sampler starts from these.
+    """
+    knobs = [k for k in space.knobs() if k.kind in ("float", "int") and k.fastest is not None]
+    sections = {k.section for k in knobs}
+    section = next((s for s in ("prune", "rank") if s in sections), None)
+    if section is None:
+        return {}
+    seeds = {}
+    for level in SEED_LEVELS:
+        params = baseline_params(space, "int8")
+        for k in knobs:
+            if k.section == section:
+                params[k.name] = _on_grid(k, level)
+        value = next(params[k.name] for k in knobs if k.section == section)
+        seeds[f"uniform {section} {value:g}"] = params
+    return seeds
+
+
+def _on_grid(knob: Knob, level: float) -> float:
+    assert knob.identity is not None and knob.fastest is not None and knob.low is not None
+    value = float(knob.identity) + level * (float(knob.fastest) - float(knob.identity))
+    step = float(knob.step or 0.05)
+    return round(float(knob.low) + round((value - float(knob.low)) / step) * step, 6)
+
+
 def ensure_baselines(study: optuna.Study, space: Space) -> None:
-    """Enqueues each baseline that no trial of the study has run or queued."""
+    """Enqueues each baseline and uniform seed that no trial of the study has run or queued."""
     present = {t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)}
-    for kind in BASELINES:
+    wanted = {kind: baseline_params(space, kind) for kind in BASELINES}
+    wanted.update(uniform_seeds(space))
+    for kind, params in wanted.items():
         if kind not in present:
-            study.enqueue_trial(baseline_params(space, kind), user_attrs={"baseline": kind})
+            study.enqueue_trial(params, user_attrs={"baseline": kind})

@@ -7,6 +7,7 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
+from edgecompress.modules import WEIGHT_LAYERS, weights_read_directly
 from edgecompress.spaces.base import Knob, KnobSpace, Skipped
 from edgecompress.spaces.joint import Joint
 from edgecompress.spaces.layers import (
@@ -14,7 +15,6 @@ from edgecompress.spaces.layers import (
     factorization_problem,
     output_layer,
     weight_layers,
-    weights_read_directly,
 )
 from edgecompress.spaces.lowrank import DECOMPOSITIONS, low_rank
 from edgecompress.spaces.precision import precision
@@ -22,6 +22,32 @@ from edgecompress.spaces.pruning import CRITERIA, ROUND_TO, channel_pruning
 from edgecompress.spaces.sparsity import MODES, l1_strength, unstructured
 
 TECHNIQUES = ("prune", "sparsity", "rank", "bits")
+STEP = 0.05  # the grid of every ratio and share knob
+
+
+def _needs_l1_strength(spaces: list[KnobSpace]) -> bool:
+    """Slimming needs ``method.l1_strength``; the sparsity space adds it itself for ``l1``."""
+    knobs = {k.name: k for s in spaces for k in s.knobs()}
+    criterion = knobs.get("method.prune_criterion")
+    slimming = criterion is not None and "slimming" in (*criterion.choices, criterion.value)
+    return slimming and "method.l1_strength" not in knobs
+
+
+def unsupported_layers(model: nn.Module) -> list[Skipped]:
+    """Layers with weights of a kind no technique here compresses (Conv3d, an embedding, an
+    LSTM, ...): reported, never a crash. Normalization layers follow the layers they scale."""
+    handled = WEIGHT_LAYERS + (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
+    found = []
+    for name, module in model.named_modules():
+        own = any(True for _ in module.parameters(recurse=False))
+        if name and own and not isinstance(module, handled):
+            kind = type(module).__name__
+            if isinstance(module, nn.MultiheadAttention):
+                reason = "attention projections: narrowed with the embedding width only"
+            else:
+                reason = f"{kind} layers are not compressed (Conv1d, Conv2d and Linear are)"
+            found.append(Skipped(name, reason))
+    return found
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,14 +55,17 @@ class AutoSpace:
     """What to search, for any model: the constructor is the configuration.
 
     ``techniques`` chooses among structured pruning (``prune``), unstructured sparsity
-    (``sparsity``), low-rank factorization (``rank``) and per-layer precision (``bits``).
+    (``sparsity``), low-rank factorization (``rank``) and per-layer precision (``bits``);
+    ``None`` (the default) takes every technique that can pay off under the experiment's
+    objectives: sparsity only when a size (``size_mb``, ``size_gz_mb``) is one, since dense
+    runtimes gain no speed from zeros.
     ``stages`` ties consecutive layers to one knob per stage (a coarser, faster search for deep
     models); ``None`` gives one knob per layer or coupled group. The first and last weight
     layers get no sparsity or rank knob unless ``keep_first_last`` is False; the output layer's
     channels are never pruned. ``epochs`` = (low, high) makes fine-tuning epochs a knob.
     """
 
-    techniques: tuple[str, ...] = TECHNIQUES
+    techniques: tuple[str, ...] | None = None
     criteria: tuple[str, ...] = tuple(c for c in CRITERIA if c != "random")
     round_to: tuple[int, ...] = ROUND_TO
     max_prune: float = 0.9
@@ -49,9 +78,20 @@ class AutoSpace:
     epochs: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.techniques) - set(TECHNIQUES))
+        unknown = sorted(set(self.techniques or ()) - set(TECHNIQUES))
         if unknown:
             raise ValueError(f"AutoSpace.techniques {unknown}: choose among {TECHNIQUES}")
+        for name, low, high in (
+            ("max_prune", 0.0, self.max_prune),
+            ("max_sparsity", 0.0, self.max_sparsity),
+            ("min_rank_share", self.min_rank_share, 1.0),
+        ):
+            steps = (high - low) / STEP
+            if abs(steps - round(steps)) > 1e-9:
+                raise ValueError(
+                    f"AutoSpace.{name}={getattr(self, name)} is off the {STEP} grid of its knob; "
+                    f"use a multiple of {STEP} (e.g. {round(round(steps) * STEP, 2) or STEP})"
+                )
         if self.epochs is not None and not 0 <= self.epochs[0] <= self.epochs[1]:
             raise ValueError(
                 f"AutoSpace.epochs must be (low, high), 0 <= low <= high: {self.epochs}"
@@ -65,8 +105,10 @@ class AutoSpace:
         finetune: object,
         exclude: tuple[str, ...] = (),
         quantizable: list[str] | None = None,
+        objectives: tuple[str, ...] = ("accuracy", "latency_ms"),
     ) -> Joint:
         """The space for ``model``; ``quantizable``: the layers with an ONNX node of their own."""
+        techniques = self.chosen(objectives)
         modules = dict(model.named_modules())
         missing = [n for n in exclude if n not in modules]
         if missing:
@@ -76,25 +118,33 @@ class AutoSpace:
             raise ValueError("the model has no Conv1d, Conv2d or Linear layer to compress")
         alone = {n: "excluded by the experiment" for n in exclude}
         spaces = []
-        if "prune" in self.techniques:
+        if "prune" in techniques:
             spaces.append(self._pruning(model, example_input, exclude))
-        if "sparsity" in self.techniques:
+        if "sparsity" in techniques:
             spaces.append(self._sparsity(model, layers, alone))
-        if "rank" in self.techniques:
+        if "rank" in techniques:
             spaces.append(self._low_rank(model, layers, alone))
-        if "bits" in self.techniques:
+        if "bits" in techniques:
             spaces.append(self._precision(layers, alone, quantizable))
+        if _needs_l1_strength(spaces):
+            spaces.append(KnobSpace((l1_strength(),)))
         spaces.append(self._finetune(finetune))
+        spaces.append(KnobSpace((), tuple(unsupported_layers(model))))
         return Joint(*spaces)
 
     def _pruning(
         self, model: nn.Module, example: torch.Tensor, exclude: tuple[str, ...]
     ) -> KnobSpace:
         last = output_layer(model)
-        groups, skipped = channel_groups(model, example, exclude=tuple(exclude) + (last,))
+        try:
+            groups, skipped = channel_groups(model, example, exclude=tuple(exclude) + (last,))
+        except Exception as exc:  # noqa: BLE001 - torch-pruning cannot trace every model
+            reason = f"torch-pruning cannot trace the model ({type(exc).__name__}: {exc})"[:300]
+            layers = [Skipped(n, reason, "prune") for n in weight_layers(model)]
+            return KnobSpace((), tuple(layers))
         notes = [Skipped(last, "output layer: its channels are the model's outputs", "prune")]
         notes += [Skipped(s.layer, s.reason, "prune") for s in skipped if s.layer != last]
-        space = channel_pruning(
+        return channel_pruning(
             groups,
             high=self.max_prune,
             criteria=self.criteria,
@@ -102,12 +152,13 @@ class AutoSpace:
             stages=self.stages,
             skipped=tuple(notes),
         )
-        if "slimming" in self.criteria and not self._uses_l1():
-            return KnobSpace(space.knob_list + (l1_strength(),), space.skipped)
-        return space
 
-    def _uses_l1(self) -> bool:
-        return "sparsity" in self.techniques and "l1" in self.sparsity_modes
+    def chosen(self, objectives: tuple[str, ...]) -> tuple[str, ...]:
+        """The techniques searched under ``objectives``."""
+        if self.techniques is not None:
+            return self.techniques
+        sized = any(o in ("size_mb", "size_gz_mb") for o in objectives)
+        return tuple(t for t in TECHNIQUES if sized or t != "sparsity")
 
     def _edges(self, layers: list[str], alone: dict[str, str]) -> dict[str, str]:
         alone = dict(alone)
@@ -119,7 +170,7 @@ class AutoSpace:
     def _sparsity(self, model: nn.Module, layers: list[str], alone: dict[str, str]) -> KnobSpace:
         alone = self._edges(layers, alone)
         for name in weights_read_directly(model):
-            alone.setdefault(name, "its parent reads the weight directly (multi-head attention)")
+            alone.setdefault(name, "its parent reads the weight itself (attention, fused layer)")
         chosen = [n for n in layers if n not in alone]
         skipped = tuple(Skipped(n, r, "sparsity") for n, r in alone.items())
         return unstructured(
@@ -134,7 +185,7 @@ class AutoSpace:
         modules = dict(model.named_modules())
         alone = self._edges(layers, alone)
         for name in weights_read_directly(model):
-            alone.setdefault(name, "its parent reads the weight directly (multi-head attention)")
+            alone.setdefault(name, "its parent reads the weight itself (attention, fused layer)")
         for name in layers:
             problem = factorization_problem(modules[name])
             if problem is not None:

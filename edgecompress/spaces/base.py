@@ -93,6 +93,11 @@ class Knob:
     def plan_keys(self) -> tuple[str, ...]:
         return self.targets or (self.name,)
 
+    @property
+    def section(self) -> str:
+        """The plan section this knob writes (``prune`` for ``prune.conv1`` or a stage of it)."""
+        return self.plan_keys()[0].split(".", 1)[0]
+
     def param(self, value: Value) -> Value:
         """The Optuna parameter that makes ``suggest`` return ``value`` (for enqueued trials)."""
         if self.kind == "ordinal":

@@ -8,9 +8,8 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from edgecompress.modules import WEIGHT_LAYERS, weights_read_directly
 from edgecompress.spaces.base import Skipped
-
-WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
 
 
 @dataclass(frozen=True)
@@ -58,10 +57,13 @@ def channel_groups(
         channels = graph.get_out_channels(modules[root])
         groups.append(ChannelGroup(root, tuple(dict.fromkeys(coupled)), int(channels)))
     covered = {layer for g in groups for layer in g.layers}
-    inside_attention = weights_read_directly(model)
+    read_directly = weights_read_directly(model)
     for name in weight_layers(model):
-        if name in inside_attention:
-            reason = "inside multi-head attention: pruned with the attention's embedding width"
+        if name in read_directly:
+            reason = (
+                "its parent (attention, a fused transformer layer) reads the weight itself: "
+                "narrowed only with the embedding width, if at all"
+            )
             skipped.append(Skipped(name, reason))
         elif name not in covered and name not in exclude:
             skipped.append(Skipped(name, "its output channels are coupled to an excluded layer"))
@@ -69,20 +71,10 @@ def channel_groups(
     return groups, skipped
 
 
-def weights_read_directly(model: nn.Module) -> set[str]:
-    """Layers whose parent reads their weight itself instead of calling them (the output
-    projection of ``nn.MultiheadAttention``): they cannot be replaced or reparametrized."""
-    found = set()
-    for parent_name, parent in model.named_modules():
-        if isinstance(parent, nn.MultiheadAttention):
-            for child, module in parent.named_children():
-                if isinstance(module, WEIGHT_LAYERS):
-                    found.add(f"{parent_name}.{child}" if parent_name else child)
-    return found
-
-
 def factorization_problem(module: nn.Module) -> str | None:
     """Why a low-rank factorization of ``module`` is not possible or cannot save anything."""
+    if type(module) not in WEIGHT_LAYERS:  # a subclass's parent may read its weight itself
+        return f"{type(module).__name__} has no low-rank form here (only exact Linear/Conv)"
     if isinstance(module, nn.Linear):
         if min(module.in_features, module.out_features) < 2:
             return "rank 1 already: a factorization cannot save multiply-adds"
@@ -92,5 +84,4 @@ def factorization_problem(module: nn.Module) -> str | None:
             return f"grouped convolution (groups={module.groups}): no low-rank form"
         if min(module.in_channels, module.out_channels) < 2:
             return "a single input or output channel: a factorization cannot save multiply-adds"
-        return None
-    return f"{type(module).__name__} has no low-rank form"
+    return None

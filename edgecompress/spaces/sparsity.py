@@ -62,7 +62,8 @@ def setting(name: str, low: float, high: float, step: float) -> Knob:
 
 
 def l1_strength() -> Knob:
-    """``method.l1_strength``: the weight of every L1 penalty of the plan, on a log scale."""
+    """``method.l1_strength``: the weight of every L1 penalty of the plan (a sum of |w| or of
+    batch norm |gamma|), on a log scale."""
     return Knob(
-        name="method.l1_strength", kind="float", low=1e-5, high=1e-2, log=True, identity=1e-5
+        name="method.l1_strength", kind="float", low=1e-6, high=1e-3, log=True, identity=1e-6
     )

@@ -7,9 +7,18 @@
 
 from edgecompress.testing.conformance import (
     Compressor,
+    OnnxCompressor,
     check_compressor,
+    check_onnx_compressor,
     check_onnx_parity,
     check_space,
 )
 
-__all__ = ["Compressor", "check_compressor", "check_onnx_parity", "check_space"]
+__all__ = [
+    "Compressor",
+    "OnnxCompressor",
+    "check_compressor",
+    "check_onnx_compressor",
+    "check_onnx_parity",
+    "check_space",
+]

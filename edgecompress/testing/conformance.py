@@ -78,6 +78,53 @@ def check_onnx_parity(
     )
 
 
+class OnnxCompressor(Protocol):
+    def apply(self, src: Path, dst: Path, plan: Plan) -> Path: ...
+
+
+def check_onnx_compressor(
+    compressor: OnnxCompressor,
+    src: Path,
+    plan: Plan,
+    example_input: np.ndarray,
+    *,
+    invalid_plan: Plan | None = None,
+    tolerance: float = 0.1,
+) -> bytes:
+    """The same rules for a compressor of ONNX files (e.g. quantization): the source file is
+    untouched, the output is the same file for the same plan, it runs and stays within
+    ``tolerance`` x the largest output of the source, and a plan it cannot build raises
+    ``InvalidPlan`` and writes nothing. Returns the compressed model's bytes (files are
+    written to a temporary folder only)."""
+    src = Path(src)
+    before = src.read_bytes()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = compressor.apply(src, Path(tmp) / "a.onnx", plan)
+        again = compressor.apply(src, Path(tmp) / "b.onnx", plan)
+        assert src.read_bytes() == before, "apply() changed its source file"
+        assert out.read_bytes() == again.read_bytes(), "two apply() with one plan differ"
+        expected = _run(src, example_input)
+        got = _run(out, example_input)
+        int8 = out.read_bytes()
+        if invalid_plan is not None:
+            target = Path(tmp) / "invalid.onnx"
+            try:
+                compressor.apply(src, target, invalid_plan)
+            except InvalidPlan:
+                assert not target.exists(), "a refused plan left an output file"
+            else:
+                raise AssertionError(f"apply() accepted a plan it cannot build: {invalid_plan}")
+    bound = tolerance * float(np.abs(expected).max())
+    np.testing.assert_allclose(got, expected, rtol=0, atol=bound, err_msg="output drifted")
+    return int8
+
+
+def _run(path: Path, x: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {session.get_inputs()[0].name: x})
+    return np.asarray(out)
+
+
 def check_space(space: Space, *, samples: int = 5, seed: int = 0) -> None:
     """Every knob is described and has an identity; sampling writes exactly the knobs' plan
     entries; a trial's parameters replay to the same plan (``FixedTrial``)."""

@@ -175,3 +175,25 @@ def test_bad_method_settings_are_invalid_plans(entries: dict[str, object]) -> No
     plan = Plan({"prune.a": 0.5, **entries})  # type: ignore[dict-item]
     with pytest.raises(InvalidPlan, match="method"):
         ChannelPruner(torch.zeros(1, 20)).apply(BnNet(), plan)
+
+
+def test_attention_heads_lose_the_same_channels_each() -> None:
+    from edgecompress.compress.prune import least_important
+
+    scores = torch.tensor([5.0, 1.0, 6.0, 7.0, 0.5, 0.1, 0.2, 0.3])  # 2 heads of 4 channels
+    # unconstrained, the 3 lowest are all in head 1; per head, each head loses 2
+    assert least_important(scores, 3) == [5, 6, 7]
+    assert least_important(scores, 4, heads=2) == [0, 1, 5, 6]
+
+
+def test_taylor_removes_a_channel_nothing_downstream_uses() -> None:
+    torch.manual_seed(0)
+    model = BnNet().eval()
+    with torch.no_grad():
+        model.a.weight[5] = 5.0  # large by magnitude: l1 keeps it
+        model.c.weight[:, 5] = 0.0  # but nothing reads it: no gradient, taylor removes it
+    plan = {"prune.a": 1 / 16}
+    by_taylor = _kept(model, Plan({**plan, "method.prune_criterion": "taylor"}))
+    by_l1 = _kept(model, Plan({**plan, "method.prune_criterion": "l1"}))
+    assert not by_taylor[5] and int(by_taylor.sum()) == 15
+    assert by_l1[5]

@@ -19,7 +19,11 @@ def test_search_front_export(tiny, workdir: Path) -> None:  # type: ignore[no-un
     result = search(tiny, trials=4, speedup=0.5, storage="sqlite:///e2e.db", progress=False)
     assert len(result.trials) == 4
     baselines = set(result.trials["baseline"]) - {""}
-    assert baselines == {"teacher", "int8"}
+    # the two baselines, then the uniform seeds: one pruning ratio for every group, in int8
+    assert baselines == {"teacher", "int8", "uniform prune 0.45", "uniform prune 0.7"}
+    seed = result.trials.set_index("baseline").loc["uniform prune 0.7", "plan"]
+    assert {v for k, v in seed.items() if k.startswith("prune.")} == {0.7}
+    assert {v for k, v in seed.items() if k.startswith("bits.")} == {8}
     teacher = result.trials.set_index("baseline").loc["teacher"]
     # the uncompressed teacher's plan is the identity, and it is ~1x the reference
     assert all(v == 0.0 for k, v in teacher["plan"].items() if k.startswith("prune."))
@@ -70,8 +74,10 @@ def test_search_front_export(tiny, workdir: Path) -> None:  # type: ignore[no-un
     states = [t.state for t in study.trials]
     assert optuna.trial.TrialState.RUNNING not in states
     assert states.count(optuna.trial.TrialState.COMPLETE) == 4
+    # the last uniform seed waits in the queue for the next run of the study
+    assert states.count(optuna.trial.TrialState.WAITING) == 1
     # the budget is an Optuna constraint on every trial: latency - budget (<= 0 is feasible)
-    for t in study.trials:
+    for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
         slack = t.user_attrs["latency_ms"] - result.budget_ms
         assert t.constraints == {"latency_budget": pytest.approx(slack)}
 

@@ -78,7 +78,7 @@ def test_a_killed_search_is_recovered(workdir: Path) -> None:
         "--speedup",
         "0.5",
         "--trials",
-        "4",
+        "6",  # the retry is queued after the baselines and the three uniform seeds
         "--storage",
         storage,
         "--no-progress",
@@ -114,6 +114,6 @@ def test_a_killed_search_is_recovered(workdir: Path) -> None:
     retries = [t for t in study.trials if t.user_attrs.get("retry_of") == running.number]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
     assert retries[0].params == running.params  # the same plan
-    assert len([t for t in study.trials if t.state == TrialState.COMPLETE]) == 4
+    assert len([t for t in study.trials if t.state == TrialState.COMPLETE]) == 6
     assert all(by_number[n].state == TrialState.COMPLETE for n in done_before)
     assert TrialState.RUNNING not in [t.state for t in study.trials]

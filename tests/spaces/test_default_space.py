@@ -1,7 +1,8 @@
 import optuna
 import pytest
+import torch
 
-from edgecompress.spaces import AutoSpace, describe
+from edgecompress.spaces import TECHNIQUES, AutoSpace, describe
 from edgecompress.tasks import FinetuneSettings
 from edgecompress.testing import check_space
 
@@ -9,7 +10,9 @@ SETTINGS = FinetuneSettings(epochs=2)
 
 
 def test_auto_space_finds_layers_per_technique_and_says_what_it_leaves_alone(tiny) -> None:  # type: ignore[no-untyped-def]
-    space = AutoSpace().build(tiny.model(), tiny.example_input, finetune=SETTINGS)
+    space = AutoSpace(techniques=TECHNIQUES).build(
+        tiny.model(), tiny.example_input, finetune=SETTINGS
+    )
     names = [k.name for k in space.knobs()]
     assert names[:2] == ["prune.conv1", "prune.conv2"]
     assert "prune.fc" not in names
@@ -44,7 +47,9 @@ def test_auto_space_finds_layers_per_technique_and_says_what_it_leaves_alone(tin
 
 
 def test_ordered_knobs_reach_the_sampler_as_numbers(tiny) -> None:  # type: ignore[no-untyped-def]
-    space = AutoSpace().build(tiny.model(), tiny.example_input, finetune=SETTINGS)
+    space = AutoSpace(techniques=TECHNIQUES).build(
+        tiny.model(), tiny.example_input, finetune=SETTINGS
+    )
     study = optuna.create_study(directions=["maximize", "minimize"])
     trial = study.ask()
     plan = space.sample(trial)
@@ -61,7 +66,7 @@ def test_ordered_knobs_reach_the_sampler_as_numbers(tiny) -> None:  # type: igno
 
 
 def test_stages_tie_layers_to_one_knob(tiny) -> None:  # type: ignore[no-untyped-def]
-    space = AutoSpace(stages=1, keep_first_last=False).build(
+    space = AutoSpace(techniques=TECHNIQUES, stages=1, keep_first_last=False).build(
         tiny.model(), tiny.example_input, finetune=SETTINGS
     )
     knobs = {k.name: k for k in space.knobs()}
@@ -97,3 +102,69 @@ def test_excluded_layers_are_reported(tiny) -> None:  # type: ignore[no-untyped-
 
 def _identity(space) -> dict:  # type: ignore[no-untyped-def, type-arg]
     return {k.name: k.param(k.identity) for k in space.knobs() if k.identity is not None}
+
+
+class WithEmbedding(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(10, 8)
+        self.fc1 = torch.nn.Linear(8, 16)
+        self.fc2 = torch.nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(torch.relu(self.fc1(self.embed(x).mean(1))))
+
+
+def test_layers_no_technique_handles_are_reported_not_a_crash() -> None:
+    space = AutoSpace().build(
+        WithEmbedding(), torch.zeros(1, 5, dtype=torch.long), finetune=SETTINGS
+    )
+    reasons = {s.layer: s.reason for s in space.skipped if not s.technique}
+    assert "Embedding layers are not compressed" in reasons["embed"]
+    assert "prune.fc1" in {k.name for k in space.knobs()}
+
+
+def test_a_model_torch_pruning_cannot_trace_keeps_its_other_knobs(
+    tiny, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    def fail(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("data-dependent control flow")
+
+    monkeypatch.setattr("edgecompress.spaces.auto.channel_groups", fail)
+    space = AutoSpace().build(tiny.model(), tiny.example_input, finetune=SETTINGS)
+    names = {k.name for k in space.knobs()}
+    assert not any(n.startswith("prune.") for n in names) and "rank.conv2" in names
+    reasons = {(s.layer, s.technique): s.reason for s in space.skipped}
+    assert "cannot trace" in reasons[("conv1", "prune")]
+    assert "data-dependent control flow" in reasons[("conv1", "prune")]
+
+
+def test_sparsity_is_searched_by_default_only_when_a_size_is_an_objective(tiny) -> None:  # type: ignore[no-untyped-def]
+    def sections(objectives: tuple[str, ...]) -> set[str]:
+        space = AutoSpace().build(
+            tiny.model(), tiny.example_input, finetune=SETTINGS, objectives=objectives
+        )
+        return {key.split(".")[0] for k in space.knobs() for key in k.plan_keys()}
+
+    assert "sparsity" not in sections(("accuracy", "latency_ms"))
+    assert {"prune", "rank", "bits"} <= sections(("accuracy", "latency_ms"))
+    assert "sparsity" in sections(("accuracy", "latency_ms", "size_gz_mb"))
+
+
+def test_slimming_gets_its_l1_strength_knob_once(tiny) -> None:  # type: ignore[no-untyped-def]
+    def count(**kw: object) -> int:
+        space = AutoSpace(**kw).build(tiny.model(), tiny.example_input, finetune=SETTINGS)  # type: ignore[arg-type]
+        return [k.name for k in space.knobs()].count("method.l1_strength")
+
+    assert count(techniques=("prune",), criteria=("l1", "slimming")) == 1
+    assert count(techniques=("prune",), criteria=("l1", "taylor")) == 0
+    assert count(techniques=("prune", "sparsity"), criteria=("slimming",)) == 1
+    assert count(techniques=("rank",)) == 0
+
+
+@pytest.mark.parametrize(
+    "settings", [{"max_prune": 0.93}, {"min_rank_share": 0.12}, {"max_sparsity": 0.97}]
+)
+def test_ranges_off_the_knob_grid_are_refused(settings: dict[str, float]) -> None:
+    with pytest.raises(ValueError, match="grid"):
+        AutoSpace(**settings)  # type: ignore[arg-type]
