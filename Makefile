@@ -3,7 +3,7 @@
 VENV := .venv/bin
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench bench-techniques clean
 
 setup:
 	@bash scripts/setup.sh
@@ -20,6 +20,9 @@ test: setup
 
 bench: setup
 	$(VENV)/python bench/demo_search.py
+
+bench-techniques: setup
+	$(VENV)/python bench/techniques.py --trials 24 --workers 2 --speedup 25
 
 clean:
 	rm -rf .venv demo.db demo.db.artifacts out

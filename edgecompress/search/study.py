@@ -193,9 +193,12 @@ def _on_grid(knob: Knob, level: float) -> float:
 
 
 def ensure_baselines(study: optuna.Study, space: Space) -> None:
-    """Enqueues each baseline and uniform seed that no trial of the study has run or queued."""
+    """Enqueues each baseline and uniform seed that no trial of the study has run or queued
+    (the int8 baseline only where the space has precision knobs)."""
     present = {t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)}
-    wanted = {kind: baseline_params(space, kind) for kind in BASELINES}
+    quantizable = any(k.section == "bits" and k.kind != "fixed" for k in space.knobs())
+    kinds = [kind for kind in BASELINES if quantizable or kind != "int8"]
+    wanted = {kind: baseline_params(space, kind) for kind in kinds}
     wanted.update(uniform_seeds(space))
     for kind, params in wanted.items():
         if kind not in present:
