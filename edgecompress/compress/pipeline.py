@@ -108,24 +108,22 @@ class _Steps:
         self.notes: dict[str, Any] = {}
         with gate():
             self.teacher = experiment.model().eval()
-        self.student: nn.Module = self.teacher
+            self.student: nn.Module = copy.deepcopy(self.teacher)  # the teacher stays as it is
         self.changed = False
 
     def penalty_phase(self, penalty: Callable[[nn.Module], torch.Tensor], note: str) -> None:
-        """Fine-tunes a copy with ``penalty`` for half the epochs (none when fine-tuning is off)."""
+        """Fine-tunes with ``penalty`` for half the epochs (none when fine-tuning is off)."""
         epochs = math.ceil(self.settings.epochs / 2)
         if epochs == 0:
             return
-        student = copy.deepcopy(self.student)
         self.experiment.task.fit(
-            student,
+            self.student,
             self.teacher,
             settings=replace(self.settings, epochs=epochs),
             seed=self.experiment.seed,
             gate=self.gate,
             penalty=penalty,
         )
-        self.student = student
         self.notes[note] = epochs
 
     def prune(self) -> None:
@@ -194,8 +192,6 @@ def compress(
     """
     check_sections(plan)
     steps = _Steps(experiment, plan, gate)
-    if steps.student is steps.teacher:
-        steps.student = copy.deepcopy(steps.teacher)
     steps.prune()
     steps.factorize()
     steps.sparsify()

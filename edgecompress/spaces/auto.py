@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from edgecompress.modules import WEIGHT_LAYERS, weights_read_directly
-from edgecompress.spaces.base import Knob, KnobSpace, Skipped
+from edgecompress.spaces.base import Knob, KnobSpace, Skipped, check_choices
 from edgecompress.spaces.joint import Joint
 from edgecompress.spaces.layers import (
     channel_groups,
@@ -78,9 +78,8 @@ class AutoSpace:
     epochs: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.techniques or ()) - set(TECHNIQUES))
-        if unknown:
-            raise ValueError(f"AutoSpace.techniques {unknown}: choose among {TECHNIQUES}")
+        if self.techniques is not None:
+            check_choices("AutoSpace.techniques", self.techniques, TECHNIQUES)
         for name, low, high in (
             ("max_prune", 0.0, self.max_prune),
             ("max_sparsity", 0.0, self.max_sparsity),

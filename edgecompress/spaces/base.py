@@ -119,6 +119,40 @@ class Knob:
         return d
 
 
+def check_choices(what: str, given: tuple[Value, ...], allowed: tuple[Value, ...]) -> None:
+    """``given`` is a non-empty subset of ``allowed``, or a ``ValueError`` names the rest."""
+    unknown = [g for g in given if g not in allowed]
+    if unknown or not given:
+        raise ValueError(f"{what} {unknown or list(given)}: choose among {allowed}")
+
+
+def per_layer(
+    section: str,
+    layers: dict[str, tuple[str, ...]],
+    *,
+    low: float,
+    high: float,
+    step: float,
+    identity: float,
+    fastest: float | None = None,
+) -> list[Knob]:
+    """One float knob ``<section>.<name>`` for each entry of ``layers`` (name -> the layers it
+    covers), all on one range."""
+    return [
+        Knob(
+            name=f"{section}.{name}",
+            kind="float",
+            low=low,
+            high=high,
+            step=step,
+            identity=identity,
+            fastest=fastest,
+            layers=covered,
+        )
+        for name, covered in layers.items()
+    ]
+
+
 @dataclass(frozen=True)
 class Skipped:
     """A layer a technique leaves alone, and why (``technique`` empty: every technique)."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgecompress.spaces.base import Knob, KnobSpace, Skipped
+from edgecompress.spaces.base import KnobSpace, Skipped, check_choices, per_layer
 from edgecompress.spaces.pruning import choice
 from edgecompress.spaces.stages import tie
 
@@ -23,26 +23,18 @@ def low_rank(
     ``method.decomposition``, for larger kernels) at the largest rank whose multiply-adds are
     at most that share of the dense layer's. Every value below 1 therefore saves multiply-adds.
     """
-    unknown = sorted(set(decompositions) - set(DECOMPOSITIONS))
-    if unknown or not decompositions:
-        raise ValueError(
-            f"decompositions {unknown or decompositions}: choose among {DECOMPOSITIONS}"
-        )
+    check_choices("decompositions", decompositions, DECOMPOSITIONS)
     if not 0.0 < low < 1.0:
         raise ValueError(f"the smallest multiply-add share must lie in (0, 1), got {low}")
-    shares = [
-        Knob(
-            name=f"rank.{layer}",
-            kind="float",
-            low=low,
-            high=1.0,
-            step=step,
-            identity=1.0,
-            fastest=low,
-            layers=(layer,),
-        )
-        for layer in layers
-    ]
+    shares = per_layer(
+        "rank",
+        {layer: (layer,) for layer in layers},
+        low=low,
+        high=1.0,
+        step=step,
+        identity=1.0,
+        fastest=low,
+    )
     knobs = tie(shares, stages, "rank")
     if knobs:
         knobs.append(choice("method.decomposition", decompositions, ordered=False))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from edgecompress.plan import Value
-from edgecompress.spaces.base import Knob, KnobSpace, Skipped
+from edgecompress.spaces.base import Knob, KnobSpace, Skipped, check_choices, per_layer
 from edgecompress.spaces.layers import ChannelGroup
 from edgecompress.spaces.stages import tie
 
@@ -30,24 +30,18 @@ def channel_pruning(
     """
     if not 0.0 <= low <= high < 1.0:
         raise ValueError(f"pruning ratios need 0 <= low <= high < 1, got low={low}, high={high}")
-    unknown = sorted(set(criteria) - set(CRITERIA))
-    if unknown or not criteria:
-        raise ValueError(f"pruning criteria {unknown or criteria}: choose among {CRITERIA}")
+    check_choices("pruning criteria", criteria, CRITERIA)
     if not round_to or any(not isinstance(r, int) or r < 1 for r in round_to):
         raise ValueError(f"round_to must be positive integers, got {round_to}")
-    ratios = [
-        Knob(
-            name=f"prune.{g.name}",
-            kind="float",
-            low=low,
-            high=high,
-            step=step,
-            identity=0.0,
-            fastest=high,
-            layers=g.layers,
-        )
-        for g in groups
-    ]
+    ratios = per_layer(
+        "prune",
+        {g.name: g.layers for g in groups},
+        low=low,
+        high=high,
+        step=step,
+        identity=0.0,
+        fastest=high,
+    )
     knobs = tie(ratios, stages, "prune")
     if knobs:
         knobs.append(choice("method.prune_criterion", criteria, ordered=False))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgecompress.spaces.base import Knob, KnobSpace, Skipped
+from edgecompress.spaces.base import Knob, KnobSpace, Skipped, check_choices, per_layer
 from edgecompress.spaces.pruning import choice
 from edgecompress.spaces.stages import tie
 
@@ -26,23 +26,17 @@ def unstructured(
     ``method.global_sparsity``), ``random`` (the baseline), ``l1`` (magnitude after fine-tuning
     with an L1 penalty of strength ``method.l1_strength``).
     """
-    unknown = sorted(set(modes) - set(MODES))
-    if unknown or not modes:
-        raise ValueError(f"sparsity modes {unknown or modes}: choose among {MODES}")
+    check_choices("sparsity modes", modes, MODES)
     if not 0.0 < high < 1.0:
         raise ValueError(f"the largest sparsity must lie in (0, 1), got {high}")
-    ratios = [
-        Knob(
-            name=f"sparsity.{layer}",
-            kind="float",
-            low=0.0,
-            high=high,
-            step=step,
-            identity=0.0,
-            layers=(layer,),
-        )
-        for layer in layers
-    ]
+    ratios = per_layer(
+        "sparsity",
+        {layer: (layer,) for layer in layers},
+        low=0.0,
+        high=high,
+        step=step,
+        identity=0.0,
+    )
     knobs = tie(ratios, stages, "sparsity")
     if not knobs:
         return KnobSpace((), skipped)
