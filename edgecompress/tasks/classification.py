@@ -4,31 +4,49 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+
+from edgecompress.tasks.distill import KD_MODES, Hints, logit_loss, soft_loss
 
 
 @dataclass(frozen=True, kw_only=True)
 class FinetuneSettings:
-    """Fine-tuning of a compressed student with the uncompressed teacher (soft targets)."""
+    """Fine-tuning of a compressed student with the uncompressed teacher.
+
+    ``kd_mode`` "soft" learns the teacher's softened distribution (``temperature``), "hard" its
+    predicted labels; ``kd_weight`` weighs that term, ``1 - kd_weight`` the true labels.
+    ``hint_weight`` > 0 adds hint distillation: the student's stage outputs learn the teacher's
+    (see ``edgecompress.tasks.distill.hint_pairs``).
+    """
 
     epochs: int = 10
     lr: float = 2e-3
     temperature: float = 4.0
-    kd_weight: float = 0.7  # weight of the soft-target loss; (1 - kd_weight) on the labels
+    kd_weight: float = 0.7
+    kd_mode: str = "soft"
+    hint_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.lr <= 0 or self.temperature <= 0:
             raise ValueError(f"FinetuneSettings needs epochs >= 0, lr > 0, temperature > 0: {self}")
         if not 0.0 <= self.kd_weight <= 1.0:
             raise ValueError(f"FinetuneSettings.kd_weight must lie in [0, 1], got {self.kd_weight}")
+        if self.kd_mode not in KD_MODES:
+            raise ValueError(
+                f"FinetuneSettings.kd_mode must be one of {KD_MODES}, got {self.kd_mode!r}"
+            )
+        if not 0.0 <= self.hint_weight < math.inf:
+            raise ValueError(
+                f"FinetuneSettings.hint_weight must be a finite number >= 0 (0: no hints), "
+                f"got {self.hint_weight}"
+            )
 
 
 def distillation_loss(
@@ -40,15 +58,45 @@ def distillation_loss(
     kd_weight: float,
 ) -> torch.Tensor:
     """Hinton et al.: T^2 * KL(teacher_T || student_T) * w + CE(student, labels) * (1 - w)."""
-    t = temperature
-    soft = F.kl_div(
-        F.log_softmax(student_logits / t, dim=1),
-        F.log_softmax(teacher_logits / t, dim=1),
-        reduction="batchmean",
-        log_target=True,
+    return soft_loss(
+        student_logits, teacher_logits, labels, temperature=temperature, kd_weight=kd_weight
     )
-    hard = F.cross_entropy(student_logits, labels)
-    return kd_weight * t * t * soft + (1.0 - kd_weight) * hard
+
+
+@dataclass(frozen=True)
+class _Objective:
+    """One batch's loss: distillation from the teacher's logits, hints, the penalty."""
+
+    settings: FinetuneSettings
+    teacher: nn.Module
+    cached_logits: torch.Tensor | None
+    hint: Callable[[], torch.Tensor] | None
+    penalty: Callable[[nn.Module], torch.Tensor] | None
+
+    def __call__(self, student: nn.Module, x: Any, y: Any, idx: Any) -> torch.Tensor:
+        s = self.settings
+        t_logits = self._teacher_logits(x, idx)
+        loss = logit_loss(
+            student(x),
+            t_logits,
+            y,
+            mode=s.kd_mode,
+            temperature=s.temperature,
+            kd_weight=s.kd_weight,
+        )
+        if self.hint is not None:
+            loss = loss + s.hint_weight * self.hint()
+        if self.penalty is not None:
+            loss = loss + self.penalty(student)
+        return loss
+
+    def _teacher_logits(self, x: Any, idx: Any) -> torch.Tensor:
+        """Cached logits where there are; the teacher still runs when hints need its features."""
+        if self.cached_logits is not None and self.hint is None:
+            return self.cached_logits[idx]
+        with torch.no_grad():
+            logits = self.teacher(x)
+        return logits if self.cached_logits is None else self.cached_logits[idx]
 
 
 class _Indexed(Dataset):
@@ -73,7 +121,7 @@ class ClassificationTask:
     val: DataLoader
     test: DataLoader | None = None
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
-    calibration_samples: int = 256
+    calibration_samples: int = 512  # the most a plan's method.calibration_samples takes
     _arrays: dict[str, tuple[np.ndarray, np.ndarray]] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -94,7 +142,8 @@ class ClassificationTask:
         return self._arrays[split]
 
     def calibration_batches(self, batch_size: int = 32) -> Iterator[np.ndarray]:
-        """The first ``calibration_samples`` training inputs, for post-training quantization."""
+        """The first ``calibration_samples`` training inputs, for static quantization (a plan's
+        ``method.calibration_samples`` takes the first of these)."""
         x, _ = self.arrays("train")
         x = x[: self.calibration_samples]
         for start in range(0, len(x), batch_size):
@@ -114,36 +163,50 @@ class ClassificationTask:
 
         ``gate`` wraps every epoch (see ``CpuGate.work``) so that latency measurements on the same
         machine never overlap training. ``penalty(student)`` is added to the loss (e.g. an L1
-        sparsity penalty).
+        sparsity penalty). With ``hint_weight`` > 0 the student's stage outputs also learn the
+        teacher's through adapters that are trained alongside and then dropped; the pairs are
+        ``hint_pairs(student, teacher, <a training batch>)``.
         """
         s = settings or self.finetune
         if s.epochs == 0:
             return student.eval()
         torch.manual_seed(seed)
+        with gate():
+            hints = self._hints(student, teacher, s)
         loader, teacher_logits = self._distillation_loader(teacher, seed, gate)
-        optimizer = torch.optim.AdamW(student.parameters(), lr=s.lr, weight_decay=1e-4)
+        adapters = hints.adapters if hints is not None else nn.ModuleList()
+        optimizer = torch.optim.AdamW(
+            [*student.parameters(), *adapters.parameters()], lr=s.lr, weight_decay=1e-4
+        )
         scheduler = torch.optim.lr_scheduler.LambdaLR(  # cosine, stepped per epoch
             optimizer, lambda epoch: 0.5 * (1 + math.cos(math.pi * epoch / s.epochs))
         )
-        for _ in range(s.epochs):
-            with gate():
-                student.train()
-                for x, y, idx in loader:
-                    if teacher_logits is not None:
-                        t_logits = teacher_logits[idx]
-                    else:
-                        with torch.no_grad():
-                            t_logits = teacher(x)
-                    loss = distillation_loss(
-                        student(x), t_logits, y, temperature=s.temperature, kd_weight=s.kd_weight
-                    )
-                    if penalty is not None:
-                        loss = loss + penalty(student)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-            scheduler.step()
+        with _watching(hints, student, teacher) as hint:
+            objective = _Objective(
+                settings=s,
+                teacher=teacher,
+                cached_logits=teacher_logits,
+                hint=hint,
+                penalty=penalty,
+            )
+            for _ in range(s.epochs):
+                with gate():
+                    student.train()
+                    for x, y, idx in loader:
+                        loss = objective(student, x, y, idx)
+                        optimizer.zero_grad(set_to_none=True)
+                        loss.backward()
+                        optimizer.step()
+                scheduler.step()
         return student.eval()
+
+    def _hints(self, student: nn.Module, teacher: nn.Module, s: FinetuneSettings) -> Hints | None:
+        """The hint pairs and fresh adapters when ``s.hint_weight`` > 0 (the first training batch
+        shows the layers' output sizes)."""
+        if s.hint_weight == 0:
+            return None
+        example, _ = next(iter(self.train))
+        return Hints.between(student, teacher, example)
 
     def _distillation_loader(
         self, teacher: nn.Module, seed: int, gate: Callable[[], AbstractContextManager[Any]]
@@ -177,3 +240,15 @@ class _OnTheFly:
     def __iter__(self) -> Iterator[tuple[Any, Any, None]]:
         for x, y in self.loader:
             yield x, y, None
+
+
+@contextmanager
+def _watching(
+    hints: Hints | None, student: nn.Module, teacher: nn.Module
+) -> Iterator[Callable[[], torch.Tensor] | None]:
+    """The hint loss of the latest forward passes while active (hooks removed on exit)."""
+    if hints is None:
+        yield None
+        return
+    with hints.watch(student, teacher) as hint:
+        yield hint
