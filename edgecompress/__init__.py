@@ -9,6 +9,7 @@ Typical use::
     export(experiment, result, "model.onnx")
 """
 
+from edgecompress.blocks import StudentFamily
 from edgecompress.errors import EdgeCompressError, NoFeasibleTrial
 from edgecompress.experiment import Experiment, load_experiment
 from edgecompress.plan import InvalidPlan, Plan
@@ -31,6 +32,7 @@ __all__ = [
     "NoFeasibleTrial",
     "Plan",
     "Result",
+    "StudentFamily",
     "Target",
     "export",
     "load_experiment",

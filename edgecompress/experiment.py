@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgecompress.blocks import StudentFamily
 from edgecompress.errors import EdgeCompressError
 from edgecompress.targets import Target
 from edgecompress.tasks import ClassificationTask
@@ -37,7 +38,10 @@ class Experiment:
     ``example_input`` is one batch the model accepts; its batch dimension is replaced by the
     target's batch size for latency. ``space`` is the search space: an ``AutoSpace(...)`` built from
     the model by introspection (``None``: ``AutoSpace()`` with every technique), or any
-    ``Space``. ``exclude`` names layers an AutoSpace leaves alone.
+    ``Space``. ``exclude`` names layers an AutoSpace leaves alone. ``student`` is an optional
+    ``StudentFamily``: smaller architectures ``build(width=..., depth=...)`` (e.g. the teacher's
+    own class, narrower and shallower) a trial may distill the teacher into; ``validate()``
+    builds its smallest and largest member and runs them on the example input.
     """
 
     name: str
@@ -46,6 +50,7 @@ class Experiment:
     task: ClassificationTask
     space: Any = None
     exclude: tuple[str, ...] = ()
+    student: StudentFamily | None = None
     target: Target = field(default_factory=Target)
     objectives: tuple[str, ...] = ("accuracy", "latency_ms")
     seed: int = 0
@@ -56,6 +61,11 @@ class Experiment:
             raise EdgeCompressError(
                 f"Experiment.name {self.name!r} must be a non-empty word (letters, digits, - or _):"
                 " it names the study."
+            )
+        if self.student is not None and not isinstance(self.student, StudentFamily):
+            raise EdgeCompressError(
+                f"Experiment.student must be an edgecompress.StudentFamily or None, got "
+                f"{type(self.student).__name__}: StudentFamily(build=..., width=..., depth=...)"
             )
         unknown = [o for o in self.objectives if o not in OBJECTIVES]
         if unknown or "accuracy" not in self.objectives or "latency_ms" not in self.objectives:
@@ -96,6 +106,30 @@ class Experiment:
                 f"Experiment {self.name!r}: a classification model must return logits of shape "
                 f"(batch, classes); it returned {shape}."
             )
+        self._check_student(tuple(out.shape))
+
+    def _check_student(self, shape: tuple[int, ...]) -> None:
+        """The smallest and largest student of the family build and give the teacher's shape."""
+        if self.student is None:
+            return
+        for width, depth in (self.student.smallest, self.student.largest):
+            member = f"student.build(width={width}, depth={depth})"
+            try:
+                with torch.no_grad():
+                    out = self.student.build(width=width, depth=depth).eval()(self.example_input)
+            except Exception as exc:  # noqa: BLE001 - the user's family failed
+                raise EdgeCompressError(
+                    f"Experiment {self.name!r}: {member} failed on the example input "
+                    f"({type(exc).__name__}: {exc}). Each member of StudentFamily(width=..., "
+                    "depth=...) must build and accept the teacher's input; fix build or "
+                    "narrow the ranges."
+                ) from None
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            if got != shape:
+                raise EdgeCompressError(
+                    f"Experiment {self.name!r}: {member} returns {got}, the teacher {shape}. "
+                    "A student must give the teacher's output shape (the same classes)."
+                )
 
 
 def load_experiment(ref: str) -> Experiment:
