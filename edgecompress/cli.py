@@ -209,21 +209,38 @@ def _experiment_of(result: Result, ref: str | None) -> Experiment:
     return load_experiment(ref)
 
 
-def _plan_summary(plan: dict[str, Any]) -> str:
+def _plan_summary(plan: dict[str, Any], notes: dict[str, Any]) -> str:
     def values(section: str) -> list[float]:
         return [float(v) for k, v in plan.items() if k.startswith(section + ".")]
 
-    ratios, bits = values("prune"), values("bits")
-    parts = [f"prune mean {sum(ratios) / len(ratios):.2f}"] if ratios else []
+    parts = []
+    if notes.get("student") == "family":
+        parts.append(f"student w{plan.get('student.width')} d{plan.get('student.depth')}")
+    elif notes.get("student") == "derived":
+        depth = [str(v) for k, v in plan.items() if k.startswith("student.depth.")]
+        width = [f"{float(v):g}" for k, v in plan.items() if k.startswith("student.width.")]
+        parts.append(f"student depth {'/'.join(depth) or '-'} width {'/'.join(width) or '-'}")
+    ratios = values("prune")
+    if any(ratios):
+        parts.append(f"prune mean {sum(ratios) / len(ratios):.2f}")
     sparse = sum(v > 0 for v in values("sparsity"))
     if sparse:
         parts.append(f"sparse {sparse} ({plan.get('method.sparsity', 'magnitude')})")
     factorized = sum(v < 1 for v in values("rank"))
     if factorized:
         parts.append(f"low-rank {factorized}")
-    if bits:
-        parts.append(f"int8 {sum(b == 8 for b in bits)}/{len(bits)}")
+    parts += _precision_summary(plan, [int(b) for b in values("bits")])
     return ", ".join(parts) or "uncompressed"
+
+
+def _precision_summary(plan: dict[str, Any], bits: list[int]) -> list[str]:
+    names = {4: "int4", 8: "int8", 16: "fp16"}
+    counts = {b: bits.count(b) for b in sorted(set(bits)) if b != 32}
+    if not counts:
+        return []
+    method = plan.get("method.quant", "static")
+    shown = " ".join(f"{names.get(b, f'{b}-bit')} {n}" for b, n in counts.items())
+    return [f"{shown} of {len(bits)}" + (f" ({method})" if 8 in counts else "")]
 
 
 def _print_front(result: Result, fmt: str) -> int:
@@ -234,7 +251,8 @@ def _print_front(result: Result, fmt: str) -> int:
     elif fmt == "csv":
         flat = pd.DataFrame(records)
         if len(flat):
-            flat["plan"] = flat["plan"].map(lambda p: json.dumps(p, sort_keys=True))
+            for column in ("plan", "notes"):
+                flat[column] = flat[column].map(lambda p: json.dumps(p, sort_keys=True))
         print(flat.to_csv(index=False), end="")
     else:
         print(_table(result, records))
@@ -271,7 +289,7 @@ def _table(result: Result, records: list[dict[str, Any]]) -> str:
             "size_mb": f"{r['size_mb']:.3f}",
             "gz_mb": "-" if r["size_gz_mb"] is None else f"{r['size_gz_mb']:.3f}",
             "budget": "meets" if r["feasible"] else f"over +{r['violation_ms']:.4f}",
-            "plan": r["baseline"] or _plan_summary(r["plan"]),
+            "plan": r["baseline"] or _plan_summary(r["plan"], r.get("notes") or {}),
         }
         for r in records
     ]

@@ -121,11 +121,15 @@ def _manifest(result: Result, record: dict[str, Any]) -> dict[str, Any]:
         "latency_spread_pct",
     )
     meta = result.meta
+    notes = record.get("notes") or {}
     return {
         "study": result.study_name,
         "trial": record["trial"],
         "baseline": record["baseline"] or None,
         "plan": record["plan"],
+        "quantization": notes.get("quantization"),
+        "student": notes.get("student"),
+        "notes": notes,
         "metrics": {k: record[k] for k in keys},
         "accuracy_split": "val (selection); test_accuracy is the held-out test split",
         "budget_ms": meta["budget_ms"],

@@ -162,7 +162,7 @@ def test_space_shows_every_knob_and_every_layer_left_alone(
     assert knobs["prune.conv1"]["layers"] == ["conv1", "bn1"]  # bn1 is pruned with conv1
     assert knobs["method.prune_criterion"]["kind"] == "choice"
     assert "taylor" in knobs["method.prune_criterion"]["choices"]
-    assert knobs["rank.conv2"]["high"] == 1.0 and knobs["bits.fc"]["high"] == 32
+    assert knobs["rank.conv2"]["high"] == 1.0 and knobs["bits.fc"]["choices"] == [4, 8, 16, 32]
     alone = {(e["name"], e["technique"]): e["reason"] for e in entries if e["kind"] == "skipped"}
     assert "output" in alone[("fc", "prune")] and "first layer" in alone[("conv1", "rank")]
 

@@ -14,11 +14,11 @@ from torch import nn
 from edgecompress.compress import (
     ChannelPruner,
     LowRankFactorizer,
-    StaticInt8Quantizer,
+    OnnxQuantizer,
     UnstructuredPruner,
     export_onnx,
-    int8_layers,
     layer_nodes,
+    layer_precisions,
 )
 from edgecompress.plan import Plan
 from edgecompress.spaces import TECHNIQUES, AutoSpace, Joint
@@ -96,24 +96,42 @@ def _changed(before: nn.Module, after: nn.Module) -> bool:
     return a.keys() != b.keys() or any(not torch.equal(a[k], b[k]) for k in a)
 
 
+FORMS = {  # the plan's bits for a layer, by its position; 4 only where the layer is a MatMul
+    "static": lambda i, linear: 8,
+    "dynamic": lambda i, linear: 8,
+    "fp16": lambda i, linear: 16,
+    "int4": lambda i, linear: 4 if linear else 32,
+    "mixed": lambda i, linear: (4 if linear else 8, 16, 32, 8)[i % 4],
+}
+TOLERANCE = {"static": 0.25, "dynamic": 0.25, "fp16": 0.02, "int4": 0.5, "mixed": 0.5}
+EXPECTED = {4: "int4", 8: "int8", 16: "fp16", 32: "fp32"}
+
+
+@pytest.mark.parametrize("form", sorted(FORMS))
 @pytest.mark.parametrize("model_name", sorted(ZOO))
-def test_int8_quantizer_conformance(model_name: str, tmp_path: Path) -> None:
+def test_quantizer_conformance(model_name: str, form: str, tmp_path: Path) -> None:
     model, example = ZOO[model_name](), EXAMPLE_INPUTS[model_name]
     src = export_onnx(model, example[:1], tmp_path / "fp32.onnx")
-    layers = sorted(layer_nodes(onnx.load(str(src))))
+    nodes = layer_nodes(onnx.load(str(src)))
     g = torch.Generator().manual_seed(0)
     calibration = [torch.randn(8, *example.shape[1:], generator=g).numpy() for _ in range(2)]
-    quantizer = StaticInt8Quantizer(lambda: calibration)
-    plan = Plan({f"bits.{layer}": 8 for layer in layers})
+    quantizer = OnnxQuantizer(lambda: calibration)
+    bits = {
+        layer: FORMS[form](i, not node.endswith("/Conv"))
+        for i, (layer, node) in enumerate(sorted(nodes.items()))
+    }
+    settings = {"method.quant": "dynamic"} if form == "dynamic" else {}
+    plan = Plan({**{f"bits.{k}": v for k, v in bits.items()}, **settings})
     out = check_onnx_compressor(
         quantizer,
         src,
         plan,
         example.numpy(),
-        invalid_plan=Plan({f"bits.{layers[0]}": 4}),
-        tolerance=0.25,
+        invalid_plan=Plan({f"bits.{min(nodes)}": 3}),  # 3-bit: the local CPU cannot run it
+        tolerance=TOLERANCE[form],
     )
-    assert int8_layers(onnx.load_from_string(out))  # at least one layer really is int8
+    built = layer_precisions(onnx.load_from_string(out))
+    assert {layer: built[layer] for layer in bits} == {k: EXPECTED[b] for k, b in bits.items()}
 
 
 @pytest.mark.parametrize("model_name", sorted(ZOO))

@@ -41,14 +41,28 @@ def export_onnx(model: nn.Module, example_input: torch.Tensor, path: Path) -> Pa
 
 
 def layer_nodes(model: onnx.ModelProto) -> dict[str, str]:
-    """``{"features.0": "/features/features.0/Conv"}`` for every Conv/Gemm/MatMul node.
-
-    The exporter names a node ``/<scope>/.../<module path>/<Op>``; the last scope is the full
-    dotted path of the PyTorch module that emitted it.
-    """
+    """``{"features.0": "/features/features.0/Conv"}`` for every Conv/Gemm/MatMul node (the
+    first one, where a module emits several)."""
     found: dict[str, str] = {}
     for node in model.graph.node:
-        parts = node.name.split("/")
-        if node.op_type in WEIGHT_OPS and len(parts) >= 3:
-            found.setdefault(parts[-2], node.name)
+        layer = layer_of(node.name)
+        if node.op_type in WEIGHT_OPS and layer:
+            found.setdefault(layer, node.name)
     return found
+
+
+def layer_of(node_name: str) -> str:
+    """The dotted path of the PyTorch module that emitted a node ("" for none).
+
+    The exporter names a node ``/<scope>/.../<Op>``, one scope per module level; a scope is
+    either the attribute name (``conv1``) or, below a Sequential or ModuleList, the parent's
+    name and the index (``features.0`` under ``features``). ``/blocks.1/skip/skip.0/Conv`` is
+    ``blocks.1.skip.0``; ``/features/features.0/Conv`` is ``features.0``.
+    """
+    path: list[str] = []
+    for scope in node_name.split("/")[1:-1]:
+        if path and scope.startswith(path[-1] + "."):  # "features.0" below "features"
+            path[-1] = scope
+        else:
+            path.append(scope)
+    return ".".join(path)

@@ -1,8 +1,10 @@
 """compress(): apply a whole plan, one technique after another, and export the result.
 
-    teacher -> [L1 on batch norm scales, for slimming] -> channel pruning -> low-rank
+    teacher -> [student: fewer or narrower blocks, or a member of the user's family] ->
+    [L1 on batch norm scales, for slimming] -> channel pruning -> low-rank
     factorization -> [L1 penalty on weights] -> unstructured sparsity -> fine-tuning with the
-    teacher (zeros held by masks) -> ONNX export -> per-layer int8
+    teacher (zeros held by masks; emulated and QAT layers fake-quantized) -> rounding of
+    quantized weights -> ONNX export -> per-layer precision (int4, int8, fp16, fp32)
 
 Channel pruning comes before factorization: its groups are found on the original graph, and a
 factorized layer is then cut to the pruned widths. Any structural change is followed by
@@ -26,16 +28,24 @@ from edgecompress.compress.candidate import Candidate
 from edgecompress.compress.lowrank import LowRankFactorizer
 from edgecompress.compress.onnx_export import export_onnx
 from edgecompress.compress.prune import ChannelPruner
-from edgecompress.compress.quantize import StaticInt8Quantizer
+from edgecompress.compress.quantize import (
+    OnnxQuantizer,
+    check_target,
+    fake_quant_training,
+    linear_layers,
+    recipe,
+    round_weights,
+)
 from edgecompress.compress.sparsity import (
     UnstructuredPruner,
     finalize,
     l1_penalty,
     weight_sparsity,
 )
+from edgecompress.compress.student import StudentBuilder, drop_missing
 from edgecompress.experiment import Experiment
 from edgecompress.plan import InvalidPlan, Plan
-from edgecompress.tasks import ClassificationTask, FinetuneSettings
+from edgecompress.tasks import ClassificationTask, FinetuneSettings, hint_pairs
 
 Gate = Callable[[], AbstractContextManager[Any]]
 METHODS = (
@@ -46,6 +56,10 @@ METHODS = (
     "sparsity_threshold",
     "global_sparsity",
     "l1_strength",
+    "quant",
+    "calibration",
+    "calibration_samples",
+    "rounding",
 )
 
 
@@ -54,8 +68,6 @@ def check_sections(plan: Plan) -> None:
     unknown = sorted(set(plan.section("method")) - set(METHODS))
     if unknown:
         raise InvalidPlan(f"method: unknown settings {unknown}; known: {list(METHODS)}")
-    if plan.section("student"):
-        raise InvalidPlan("student.*: distillation into a student architecture is not built yet")
 
 
 def finetune_settings(plan: Plan, default: FinetuneSettings) -> FinetuneSettings:
@@ -110,6 +122,37 @@ class _Steps:
             self.teacher = experiment.model().eval()
             self.student: nn.Module = copy.deepcopy(self.teacher)  # the teacher stays as it is
         self.changed = False
+
+    def distill_student(self) -> None:
+        """A student (derived from the teacher, or a member of the experiment's family) replaces
+        the copy of the teacher; plan entries for layers it no longer has are left out."""
+        builder = StudentBuilder(
+            self.experiment.example_input,
+            family=self.experiment.student,
+            seed=self.experiment.seed,
+        )
+        with self.gate():
+            self.student = builder.apply(self.teacher, self.plan)
+        if builder.built == "teacher":
+            return
+        self.plan, dropped = drop_missing(self.plan, self.student)
+        self.notes["student"] = builder.built
+        if builder.dropped_layers:
+            self.notes["dropped_layers"] = builder.dropped_layers
+        if dropped:
+            self.notes["plan_entries_not_applied"] = dropped
+        self.changed = True  # a student always learns from the teacher
+
+    def note_hints(self) -> None:
+        """The layer pairs of hint distillation, for the trial's notes."""
+        if self.settings.hint_weight == 0 or not self.changed:
+            return
+        example = self.experiment.example_input
+        try:
+            pairs = hint_pairs(self.student, self.teacher, example)
+        except ValueError as exc:
+            raise InvalidPlan(f"finetune.hint_weight: {exc}") from None
+        self.notes["hint_pairs"] = [f"{p.student} -> {p.teacher}" for p in pairs]
 
     def penalty_phase(self, penalty: Callable[[nn.Module], torch.Tensor], note: str) -> None:
         """Fine-tunes with ``penalty`` for half the epochs (none when fine-tuning is off)."""
@@ -168,16 +211,32 @@ class _Steps:
         self.changed = True
 
     def finetune(self) -> None:
+        """Fine-tunes with the teacher after a structural change, or for quantization-aware
+        training; emulated low-bit layers (and int8 ones under QAT) compute with fake-quantized
+        weights meanwhile. Then masks are baked in and weights rounded onto their grids."""
+        quant = recipe(self.plan, linear_layers(self.student))
+        check_target(quant, self.experiment.target)
+        self.note_hints()
+        bits = quant.emulated()
+        int8 = quant.layers("int8") if quant.method == "qat" else []
+        bits.update({layer: 8 for layer in int8})
+        self.changed = self.changed or bool(int8)
         if self.changed:
-            self.experiment.task.fit(
-                self.student,
-                self.teacher,
-                settings=self.settings,
-                seed=self.experiment.seed,
-                gate=self.gate,
-            )
+            with fake_quant_training(self.student, bits, activations=int8):
+                self.experiment.task.fit(
+                    self.student,
+                    self.teacher,
+                    settings=self.settings,
+                    seed=self.experiment.seed,
+                    gate=self.gate,
+                )
         self.notes["finetuned_epochs"] = self.settings.epochs if self.changed else 0
+        if self.changed and bits:
+            self.notes["fake_quantized_training"] = sorted(bits)
         finalize(self.student)
+        round_weights(
+            self.student, quant.rounded(), rounding=quant.rounding, seed=self.experiment.seed
+        )
         sparsity = {k: round(v, 4) for k, v in weight_sparsity(self.student).items() if v > 0}
         if sparsity:
             self.notes["weight_sparsity"] = sparsity
@@ -192,13 +251,14 @@ def compress(
     """
     check_sections(plan)
     steps = _Steps(experiment, plan, gate)
+    steps.distill_student()
     steps.prune()
     steps.factorize()
     steps.sparsify()
     steps.finetune()
-    quantizer = StaticInt8Quantizer(experiment.task.calibration_batches)
+    quantizer = OnnxQuantizer(experiment.task.calibration_batches, target=experiment.target)
     with gate():
         fp32 = export_onnx(steps.student.eval(), experiment.example_input, workdir / "fp32.onnx")
-        path = quantizer.apply(fp32, workdir / "model.onnx", plan)
-    steps.notes["quantization"] = "static QDQ"
+        path = quantizer.apply(fp32, workdir / "model.onnx", steps.plan)
+    steps.notes["quantization"] = quantizer.recipe.to_dict()
     return Candidate(plan=plan, module=steps.student, onnx_path=path, notes=steps.notes)

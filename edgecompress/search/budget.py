@@ -39,15 +39,15 @@ def resolve_budget(
 
 
 def extreme_plans(space: Space) -> list[Plan]:
-    """The most compressed plans of the space without fine-tuning: the fastest pruning in fp32
-    and in int8, each with and without the lowest ranks (factorizing, like int8, may or may not
-    be faster on a given CPU)."""
+    """The most compressed plans of the space without fine-tuning: the fastest pruning and
+    student in fp32 and in int8, each with and without the lowest ranks (factorizing, like
+    int8, may or may not be faster on a given CPU)."""
     plans: dict[str, Plan] = {}
     variants = (("teacher", False), ("int8", False), ("teacher", True), ("int8", True))
     for kind, factorize in variants:
         params: dict[str, Any] = baseline_params(space, kind)
         for k in space.knobs():
-            wanted = k.section == "prune" or (factorize and k.section == "rank")
+            wanted = k.section in ("prune", "student") or (factorize and k.section == "rank")
             if k.fastest is not None and wanted:
                 params[k.name] = k.param(k.fastest)
         plan = space.sample(optuna.trial.FixedTrial(params))  # type: ignore[arg-type]

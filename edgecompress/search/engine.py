@@ -10,6 +10,7 @@ import optuna
 from tqdm.auto import tqdm
 
 from edgecompress.compress import layer_nodes
+from edgecompress.compress.quantize import calibration_batches
 from edgecompress.errors import EdgeCompressError
 from edgecompress.evaluators import measure_absolute_ms
 from edgecompress.experiment import Experiment
@@ -45,6 +46,8 @@ def space_of(experiment: Experiment, reference: Reference) -> Space:
                 exclude=experiment.exclude,
                 quantizable=list(layer_nodes(onnx.load_from_string(reference.onnx))),
                 objectives=experiment.objectives,
+                target=experiment.target,
+                student=experiment.student,
             )
         except Exception as exc:  # noqa: BLE001 - torch-pruning cannot trace the model, ...
             raise EdgeCompressError(
@@ -70,13 +73,18 @@ def checked_reference(experiment: Experiment) -> Reference:
     """The experiment validated, and its model exported (a clear error if it cannot be)."""
     experiment.validate()
     try:
-        return reference_of(experiment)
+        reference = reference_of(experiment)
     except Exception as exc:  # noqa: BLE001 - the user's model does not export
         raise EdgeCompressError(
             f"Experiment {experiment.name!r}: the model cannot be exported to ONNX "
             f"({type(exc).__name__}: {str(exc)[:300]}). Every candidate is deployed as ONNX; "
             "make the model exportable with torch.onnx.export first."
         ) from None
+    # static quantization calibrates on the task's batches: checked now, not in a trial
+    task = experiment.task
+    model = onnx.load_from_string(reference.onnx)
+    calibration_batches(task.calibration_batches, model, task.calibration_samples)
+    return reference
 
 
 def space_report(experiment: Experiment) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -25,6 +25,7 @@ COLUMNS = [
     "latency_spread_pct",
     "baseline",
     "plan",
+    "notes",
 ]
 
 
@@ -111,6 +112,7 @@ def _row(trial: optuna.trial.FrozenTrial, budget_ms: float) -> dict[str, Any]:
         "latency_spread_pct": float(a.get("latency_spread_pct", np.nan)),
         "baseline": a.get("baseline", ""),
         "plan": a["plan"],
+        "notes": a.get("notes", {}),
     }
 
 

@@ -158,7 +158,12 @@ def baseline_params(space: Space, kind: str) -> dict[str, Any]:
     params: dict[str, Any] = {}
     for k in space.knobs():
         if k.kind != "fixed" and k.identity is not None:
-            params[k.name] = INT8 if kind == "int8" and k.section == "bits" else k.param(k.identity)
+            int8 = (
+                kind == "int8"
+                and k.section == "bits"
+                and (k.kind != "ordinal" or INT8 in k.choices)
+            )
+            params[k.name] = k.param(INT8) if int8 else k.param(k.identity)
     return params
 
 

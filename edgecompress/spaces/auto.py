@@ -7,8 +7,10 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 
+from edgecompress.blocks import StudentFamily, find_stages
 from edgecompress.modules import WEIGHT_LAYERS, weights_read_directly
 from edgecompress.spaces.base import Knob, KnobSpace, Skipped, check_choices
+from edgecompress.spaces.distill import distillation_knobs
 from edgecompress.spaces.joint import Joint
 from edgecompress.spaces.layers import (
     channel_groups,
@@ -17,11 +19,22 @@ from edgecompress.spaces.layers import (
     weight_layers,
 )
 from edgecompress.spaces.lowrank import DECOMPOSITIONS, low_rank
-from edgecompress.spaces.precision import precision
+from edgecompress.spaces.precision import (
+    CALIBRATION_SAMPLES,
+    CALIBRATIONS,
+    QUANT_METHODS,
+    ROUNDINGS,
+    precision,
+    quantization_methods,
+    widths,
+)
 from edgecompress.spaces.pruning import CRITERIA, ROUND_TO, channel_pruning
 from edgecompress.spaces.sparsity import MODES, l1_strength, unstructured
+from edgecompress.spaces.student import derived_student_space, family_space
+from edgecompress.targets import Target
 
-TECHNIQUES = ("prune", "sparsity", "rank", "bits")
+TECHNIQUES = ("prune", "sparsity", "rank", "bits", "student", "distill")
+DISTILLATION = ("temperature", "kd_weight", "kd_mode", "hint_weight")
 STEP = 0.05  # the grid of every ratio and share knob
 
 
@@ -55,7 +68,11 @@ class AutoSpace:
     """What to search, for any model: the constructor is the configuration.
 
     ``techniques`` chooses among structured pruning (``prune``), unstructured sparsity
-    (``sparsity``), low-rank factorization (``rank``) and per-layer precision (``bits``);
+    (``sparsity``), low-rank factorization (``rank``), per-layer precision and how int8 is made
+    (``bits``: the widths the target runs, ``quant_methods``, ``calibrations``,
+    ``calibration_samples``, ``roundings``), students (``student``: depth and width per stage of
+    the teacher, from ``student_min_width``; and the experiment's student family, if any) and
+    the distillation losses (``distill``: ``temperatures``, ``kd_modes``, ``hint_weights``);
     ``None`` (the default) takes every technique that can pay off under the experiment's
     objectives: sparsity only when a size (``size_mb``, ``size_gz_mb``) is one, since dense
     runtimes gain no speed from zeros.
@@ -76,6 +93,14 @@ class AutoSpace:
     stages: int | None = None
     keep_first_last: bool = True
     epochs: tuple[int, int] | None = None
+    quant_methods: tuple[str, ...] = QUANT_METHODS
+    calibrations: tuple[str, ...] = CALIBRATIONS
+    calibration_samples: tuple[int, ...] = CALIBRATION_SAMPLES
+    roundings: tuple[str, ...] = ROUNDINGS
+    student_min_width: float = 0.25
+    temperatures: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0)
+    kd_modes: tuple[str, ...] = ("soft", "hard")
+    hint_weights: tuple[float, ...] = (0.0, 0.1, 1.0)
 
     def __post_init__(self) -> None:
         if self.techniques is not None:
@@ -84,6 +109,7 @@ class AutoSpace:
             ("max_prune", 0.0, self.max_prune),
             ("max_sparsity", 0.0, self.max_sparsity),
             ("min_rank_share", self.min_rank_share, 1.0),
+            ("student_min_width", self.student_min_width, 1.0),
         ):
             steps = (high - low) / STEP
             if abs(steps - round(steps)) > 1e-9:
@@ -105,8 +131,11 @@ class AutoSpace:
         exclude: tuple[str, ...] = (),
         quantizable: list[str] | None = None,
         objectives: tuple[str, ...] = ("accuracy", "latency_ms"),
+        target: Target | None = None,
+        student: StudentFamily | None = None,
     ) -> Joint:
-        """The space for ``model``; ``quantizable``: the layers with an ONNX node of their own."""
+        """The space for ``model``; ``quantizable``: the layers with an ONNX node of their own;
+        ``target``: the device (its precisions); ``student``: the experiment's student family."""
         techniques = self.chosen(objectives)
         modules = dict(model.named_modules())
         missing = [n for n in exclude if n not in modules]
@@ -124,10 +153,27 @@ class AutoSpace:
         if "rank" in techniques:
             spaces.append(self._low_rank(model, layers, alone))
         if "bits" in techniques:
-            spaces.append(self._precision(layers, alone, quantizable))
+            spaces.append(self._precision(model, layers, alone, quantizable, target or Target()))
+            spaces.append(self._quantization())
+        if "student" in techniques:
+            stages = find_stages(model, example_input)
+            spaces.append(
+                derived_student_space(stages, min_width=self.student_min_width, exclude=exclude)
+            )
+            if student is not None:
+                spaces.append(family_space(student))
         if _needs_l1_strength(spaces):
             spaces.append(KnobSpace((l1_strength(),)))
-        spaces.append(self._finetune(finetune))
+        if "distill" in techniques:
+            spaces.append(
+                distillation_knobs(
+                    finetune,  # type: ignore[arg-type]
+                    temperatures=self.temperatures,
+                    modes=self.kd_modes,
+                    hint_weights=self.hint_weights,
+                )
+            )
+        spaces.append(self._finetune(finetune, searched="distill" in techniques))
         spaces.append(KnobSpace((), tuple(unsupported_layers(model))))
         return Joint(*spaces)
 
@@ -203,23 +249,41 @@ class AutoSpace:
         )
 
     def _precision(
-        self, layers: list[str], alone: dict[str, str], quantizable: list[str] | None
+        self,
+        model: nn.Module,
+        layers: list[str],
+        alone: dict[str, str],
+        quantizable: list[str] | None,
+        target: Target,
     ) -> KnobSpace:
+        modules = dict(model.named_modules())
         skipped = [Skipped(n, r, "bits") for n, r in alone.items()]
-        chosen = []
+        chosen = {}
         for n in layers:
             if n in alone:
                 continue
             if quantizable is not None and n not in quantizable:
                 skipped.append(Skipped(n, "no ONNX node of its own to quantize", "bits"))
                 continue
-            chosen.append(n)
+            linear = isinstance(modules[n], nn.Linear)
+            emulated = [b for b in target.emulated_bits if b != 4 or not linear]
+            chosen[n] = widths(linear=linear, precisions=target.precisions, emulated=emulated)
         return KnobSpace(precision(chosen).knob_list, tuple(skipped))
 
-    def _finetune(self, settings: object) -> KnobSpace:
+    def _quantization(self) -> KnobSpace:
+        return quantization_methods(
+            methods=self.quant_methods,
+            calibrations=self.calibrations,
+            samples=self.calibration_samples,
+            roundings=self.roundings,
+        )
+
+    def _finetune(self, settings: object, *, searched: bool) -> KnobSpace:
         knobs = []
         for f in fields(settings):  # type: ignore[arg-type]
             name, value = f"finetune.{f.name}", getattr(settings, f.name)
+            if searched and f.name in DISTILLATION:
+                continue  # a knob of the distillation space
             if f.name == "epochs" and self.epochs is not None:
                 low, high = self.epochs
                 knobs.append(Knob(name=name, kind="int", low=low, high=high, step=1, identity=low))

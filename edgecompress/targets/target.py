@@ -5,13 +5,18 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+PRECISIONS = ("fp32", "fp16", "int8", "int4")
+
 
 @dataclass(frozen=True, kw_only=True)
 class Target:
     """A device profile. ``local-cpu`` measures live on this machine with ONNX Runtime.
 
     ``threads`` is the intra-op thread count fixed for every measurement, ``batch_size`` the
-    batch of one inference call.
+    batch of one inference call. ``precisions`` are the layer formats its runtime runs (ONNX
+    Runtime on a CPU: fp32, fp16, int8, and int4 weights for MatMul); ``emulated_bits`` are
+    weight widths (2-7, or 4 for convolutions) its own kernels run but ONNX Runtime here does
+    not: the search fake-quantizes them, and their latency must come from the target's table.
     """
 
     name: str = "local-cpu"
@@ -19,6 +24,8 @@ class Target:
     execution_provider: str = "CPUExecutionProvider"
     threads: int = 1
     batch_size: int = 1
+    precisions: tuple[str, ...] = PRECISIONS
+    emulated_bits: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.threads < 1:
@@ -33,5 +40,15 @@ class Target:
                 "'CPUExecutionProvider' is measured so far"
             )
 
+        unknown = [p for p in self.precisions if p not in PRECISIONS]
+        if unknown or "fp32" not in self.precisions:
+            raise ValueError(
+                f"Target.precisions {self.precisions!r}: choose among {PRECISIONS}, fp32 included"
+            )
+        bad = [b for b in self.emulated_bits if b not in range(2, 8)]
+        if bad:
+            raise ValueError(f"Target.emulated_bits {bad}: emulated widths lie in 2..7")
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """JSON-ready (tuples as lists, as a study stores them)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

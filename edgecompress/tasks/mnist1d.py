@@ -110,6 +110,24 @@ class Teacher(nn.Module):
         return self.classifier(self.flatten(self.features(x.unsqueeze(1))))
 
 
+class MLP(nn.Module):
+    """A Linear-heavy teacher: four hidden layers of ``hidden`` units (int4 and dynamic int8
+    act on exactly such MatMuls)."""
+
+    def __init__(
+        self, *, length: int = 40, hidden: int = 1024, layers: int = 4, classes: int = 10
+    ) -> None:
+        super().__init__()
+        blocks: list[nn.Module] = []
+        for i in range(layers):
+            blocks += [nn.Linear(length if i == 0 else hidden, hidden), nn.ReLU()]
+        self.body = nn.Sequential(*blocks)
+        self.head = nn.Linear(hidden, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
 RECIPE = {
     "epochs": 15,
     "lr": 3e-3,
@@ -173,21 +191,29 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
 
 def teacher() -> nn.Module:
     """The trained teacher; trained on first use (a few minutes) and cached."""
-    model = Teacher()
+    return _trained(Teacher(), "teacher")
+
+
+def mlp_teacher() -> nn.Module:
+    """A Linear-heavy teacher (an MLP) on the same data; trained on first use and cached."""
+    return _trained(MLP(), "mlp")
+
+
+def _trained(model: nn.Module, kind: str) -> nn.Module:
     config = {**RECIPE, "arch": repr(model)}
     key = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-    path = cache_dir() / f"mnist1d-teacher-{key.hexdigest()[:12]}.pt"
+    path = cache_dir() / f"mnist1d-{kind}-{key.hexdigest()[:12]}.pt"
     with _exclusive(path):
         if not path.exists():
             data = load_data()
             start = time.perf_counter()
             print(
-                f"edgecompress: training the MNIST-1D teacher once (cached at {path}) ...",
+                f"edgecompress: training the MNIST-1D {kind} once (cached at {path}) ...",
                 flush=True,
             )
             train_teacher(model, data, RECIPE)
             print(
-                f"edgecompress: teacher trained in {time.perf_counter() - start:.0f} s: "
+                f"edgecompress: {kind} trained in {time.perf_counter() - start:.0f} s: "
                 f"val {accuracy(model, data['x_val'], data['y_val']):.4f}, "
                 f"test {accuracy(model, data['x_test'], data['y_test']):.4f}",
                 flush=True,

@@ -5,7 +5,7 @@ import onnx
 import pytest
 import torch
 
-from edgecompress.compress import StaticInt8Quantizer, export_onnx, int8_layers, layer_nodes
+from edgecompress.compress import OnnxQuantizer, export_onnx, int8_layers, layer_nodes
 from edgecompress.evaluators import session
 from edgecompress.plan import InvalidPlan, Plan
 
@@ -24,7 +24,7 @@ def test_export_matches_pytorch_and_has_dynamic_batch(tiny, tmp_path: Path) -> N
 
 
 def test_fp32_layers_stay_fp32_in_the_graph(tiny, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    quantizer = StaticInt8Quantizer(tiny.task.calibration_batches)
+    quantizer = OnnxQuantizer(tiny.task.calibration_batches)
     plan = Plan({"bits.conv1": 8, "bits.conv2": 32, "bits.fc": 8})
     out = quantizer.apply(_fp32(tiny, tmp_path), tmp_path / "q.onnx", plan)
     assert int8_layers(onnx.load(str(out))) == {"conv1", "fc"}
@@ -33,14 +33,14 @@ def test_fp32_layers_stay_fp32_in_the_graph(tiny, tmp_path: Path) -> None:  # ty
 
 
 def test_layers_the_plan_does_not_name_stay_fp32(tiny, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    quantizer = StaticInt8Quantizer(tiny.task.calibration_batches)
+    quantizer = OnnxQuantizer(tiny.task.calibration_batches)
     out = quantizer.apply(_fp32(tiny, tmp_path), tmp_path / "q.onnx", Plan({"bits.conv2": 8}))
     assert int8_layers(onnx.load(str(out))) == {"conv2"}
 
 
 def test_all_int8_and_all_fp32(tiny, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     fp32 = _fp32(tiny, tmp_path)
-    quantizer = StaticInt8Quantizer(tiny.task.calibration_batches)
+    quantizer = OnnxQuantizer(tiny.task.calibration_batches)
     q8 = quantizer.apply(
         fp32, tmp_path / "q8.onnx", Plan({f"bits.{n}": 8 for n in ("conv1", "conv2", "fc")})
     )
@@ -62,8 +62,8 @@ def test_all_int8_and_all_fp32(tiny, tmp_path: Path) -> None:  # type: ignore[no
 
 def test_unsupported_bits_and_unknown_layers_are_invalid_plans(tiny, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     fp32 = _fp32(tiny, tmp_path)
-    quantizer = StaticInt8Quantizer(tiny.task.calibration_batches)
-    with pytest.raises(InvalidPlan, match="only 8"):
-        quantizer.apply(fp32, tmp_path / "x.onnx", Plan({"bits.conv1": 4}))
+    quantizer = OnnxQuantizer(tiny.task.calibration_batches)
+    with pytest.raises(InvalidPlan, match="must be one of"):
+        quantizer.apply(fp32, tmp_path / "x.onnx", Plan({"bits.conv1": 12}))
     with pytest.raises(InvalidPlan, match="no ONNX node"):
         quantizer.apply(fp32, tmp_path / "x.onnx", Plan({"bits.conv7": 8}))

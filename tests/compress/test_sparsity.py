@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from edgecompress.compress.onnx_export import export_onnx, layer_nodes
-from edgecompress.compress.quantize import StaticInt8Quantizer
+from edgecompress.compress.quantize import OnnxQuantizer
 from edgecompress.compress.sparsity import (
     UnstructuredPruner,
     finalize,
@@ -230,7 +230,7 @@ def test_zeros_survive_onnx_export_and_int8_quantization(tmp_path: Path) -> None
     for layer in ("conv", "fc"):
         assert float_share[nodes[layer]] == pytest.approx(torch_share[layer], abs=1e-6)
 
-    quantizer = StaticInt8Quantizer(
+    quantizer = OnnxQuantizer(
         calibration=lambda: [np.random.rand(8, 24).astype(np.float32) for _ in range(4)]
     )
     bits = Plan({"bits.conv": 8, "bits.fc": 8})

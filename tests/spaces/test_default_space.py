@@ -31,14 +31,20 @@ def test_auto_space_finds_layers_per_technique_and_says_what_it_leaves_alone(tin
     }
     assert knobs["method.round_to"]["kind"] == "ordinal"
     assert knobs["method.round_to"]["choices"] == [1, 4, 8, 16]
+    # the widths the local CPU runs: int4 only for the Linear layer (MatMulNBits)
     assert knobs["bits.fc"] == {
         "name": "bits.fc",
-        "kind": "int",
+        "kind": "ordinal",
         "layers": ["fc"],
-        "low": 8,
-        "high": 32,
-        "step": 24,
+        "choices": [4, 8, 16, 32],
     }
+    assert knobs["bits.conv2"]["choices"] == [8, 16, 32]
+    assert knobs["method.quant"]["choices"] == ["static", "dynamic", "qat"]
+    assert knobs["method.calibration"]["choices"] == ["minmax", "entropy", "percentile"]
+    assert knobs["method.calibration_samples"]["choices"] == [64, 128, 256, 512]
+    assert knobs["method.rounding"]["choices"] == ["nearest", "stochastic"]
+    assert knobs["finetune.kd_mode"]["choices"] == ["soft", "hard"]
+    assert knobs["finetune.temperature"]["kind"] == "ordinal"
     reasons = {(s.layer, s.technique): s.reason for s in space.skipped}
     assert "output" in reasons[("fc", "prune")]
     assert "first layer" in reasons[("conv1", "sparsity")]
@@ -55,12 +61,13 @@ def test_ordered_knobs_reach_the_sampler_as_numbers(tiny) -> None:  # type: igno
     plan = space.sample(trial)
     dists = trial.distributions
     assert isinstance(dists["prune.conv1"], optuna.distributions.FloatDistribution)
-    assert isinstance(dists["bits.conv1"], optuna.distributions.IntDistribution)
+    assert isinstance(dists["bits.conv1"], optuna.distributions.IntDistribution)  # an index
     # round_to is ordered: an int index for the sampler, the multiple itself in the plan
     assert isinstance(dists["method.round_to"], optuna.distributions.IntDistribution)
     assert plan["method.round_to"] == (1, 4, 8, 16)[trial.params["method.round_to"]]
     assert isinstance(dists["method.prune_criterion"], optuna.distributions.CategoricalDistribution)
-    assert plan["bits.conv1"] in (8, 32) and 0.0 <= plan["prune.conv2"] <= 0.9
+    assert plan["bits.conv1"] == (8, 16, 32)[trial.params["bits.conv1"]]
+    assert 0.0 <= plan["prune.conv2"] <= 0.9
     assert 0.1 <= plan["rank.conv2"] <= 1.0
     assert plan["finetune.epochs"] == 2 and "finetune.epochs" not in dists
 
