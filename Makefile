@@ -3,7 +3,7 @@
 VENV := .venv/bin
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup demo test bench bench-techniques clean
+.PHONY: setup demo test bench bench-techniques bench-quantization clean
 
 setup:
 	@bash scripts/setup.sh
@@ -23,6 +23,9 @@ bench: setup
 
 bench-techniques: setup
 	$(VENV)/python bench/techniques.py --trials 24 --workers 2 --speedup 25
+
+bench-quantization: setup
+	$(VENV)/python bench/quantization.py --search-trials 12 --speedup 5
 
 clean:
 	rm -rf .venv demo.db demo.db.artifacts out

@@ -22,3 +22,7 @@ sparsity = replace(
 # every technique, sparsity included (the default AutoSpace() leaves sparsity out unless a size
 # is an objective: here it rides along, as a user who asks for everything would have it)
 everything = replace(base, name="mnist1d-all", space=AutoSpace(techniques=TECHNIQUES))
+# students derived from the teacher, the distillation losses and per-layer precision
+students = replace(
+    base, name="mnist1d-students", space=AutoSpace(techniques=("student", "distill", "bits"))
+)

@@ -19,6 +19,10 @@ from typing import Any
 
 Value = int | float | str | bool
 SECTIONS = ("prune", "sparsity", "rank", "bits", "student", "finetune", "method")
+# values of the quantization settings, shared by the spaces that offer them and the compressors
+QUANT_METHODS = ("static", "dynamic", "qat")
+CALIBRATIONS = ("minmax", "entropy", "percentile")
+ROUNDINGS = ("nearest", "stochastic")
 
 
 class InvalidPlan(ValueError):

@@ -131,6 +131,13 @@ def test_search_front_export_and_the_infeasible_case(
     assert code == 0 and (workdir / "out" / "best.onnx").exists()
     manifest = json.loads((workdir / "out" / "best.json").read_text())
     assert manifest["trial"] == front[0]["trial"] and manifest["feasible"]
+    # the recipe that made the deployed file travels with it
+    recipe = manifest["quantization"]
+    assert recipe == front[0]["notes"]["quantization"] and "precisions" in recipe
+    assert recipe["weights"].startswith("per-channel symmetric") and recipe["rounding"] in (
+        "nearest",
+        "stochastic",
+    )
     code, _, err = _run(capsys, "export", "--storage", db, "--trial", "99", "-o", "x.onnx")
     assert code == EXIT_BAD_INPUT and "no completed trial 99" in err
 

@@ -30,6 +30,7 @@ from edgecompress.compress.onnx_export import export_onnx
 from edgecompress.compress.prune import ChannelPruner
 from edgecompress.compress.quantize import (
     OnnxQuantizer,
+    QuantRecipe,
     check_target,
     fake_quant_training,
     linear_layers,
@@ -122,6 +123,22 @@ class _Steps:
             self.teacher = experiment.model().eval()
             self.student: nn.Module = copy.deepcopy(self.teacher)  # the teacher stays as it is
         self.changed = False
+        self.quantization()  # a precision plan that cannot be built is refused before any work
+
+    def quantization(self) -> QuantRecipe:
+        """The plan's quantization recipe on the model as it is now, checked: layers it names
+        exist, the target runs their precisions."""
+        quant = recipe(
+            self.plan,
+            linear_layers(self.student),
+            int4="int4" in self.experiment.target.precisions,
+        )
+        modules = dict(self.student.named_modules())
+        unknown = sorted(layer for layer in quant.precisions if layer not in modules)
+        if unknown:
+            raise InvalidPlan(f"bits: the model has no layers {unknown}")
+        check_target(quant, self.experiment.target)
+        return quant
 
     def distill_student(self) -> None:
         """A student (derived from the teacher, or a member of the experiment's family) replaces
@@ -135,7 +152,7 @@ class _Steps:
             self.student = builder.apply(self.teacher, self.plan)
         if builder.built == "teacher":
             return
-        self.plan, dropped = drop_missing(self.plan, self.student)
+        self.plan, dropped = drop_missing(self.plan, self.student, teacher=self.teacher)
         self.notes["student"] = builder.built
         if builder.dropped_layers:
             self.notes["dropped_layers"] = builder.dropped_layers
@@ -145,7 +162,7 @@ class _Steps:
 
     def note_hints(self) -> None:
         """The layer pairs of hint distillation, for the trial's notes."""
-        if self.settings.hint_weight == 0 or not self.changed:
+        if self.settings.hint_weight == 0:
             return
         example = self.experiment.example_input
         try:
@@ -214,14 +231,14 @@ class _Steps:
         """Fine-tunes with the teacher after a structural change, or for quantization-aware
         training; emulated low-bit layers (and int8 ones under QAT) compute with fake-quantized
         weights meanwhile. Then masks are baked in and weights rounded onto their grids."""
-        quant = recipe(self.plan, linear_layers(self.student))
-        check_target(quant, self.experiment.target)
-        self.note_hints()
+        quant = self.quantization()
         bits = quant.emulated()
         int8 = quant.layers("int8") if quant.method == "qat" else []
         bits.update({layer: 8 for layer in int8})
         self.changed = self.changed or bool(int8)
-        if self.changed:
+        trains = self.changed and self.settings.epochs > 0
+        if trains:
+            self.note_hints()
             with fake_quant_training(self.student, bits, activations=int8):
                 self.experiment.task.fit(
                     self.student,
@@ -231,7 +248,7 @@ class _Steps:
                     gate=self.gate,
                 )
         self.notes["finetuned_epochs"] = self.settings.epochs if self.changed else 0
-        if self.changed and bits:
+        if trains and bits:
             self.notes["fake_quantized_training"] = sorted(bits)
         finalize(self.student)
         round_weights(

@@ -222,14 +222,30 @@ def _check_output(model: nn.Module, x: torch.Tensor, expected: Any, what: str) -
         raise InvalidPlan(f"student: {what} returns {got}, the teacher {expected}")
 
 
-def drop_missing(plan: Plan, model: nn.Module) -> tuple[Plan, list[str]]:
-    """``plan`` without the ``prune.*``, ``sparsity.*``, ``rank.*`` and ``bits.*`` entries whose
-    layer is not a weight layer of ``model`` (dropped by a student: absent or an identity);
-    and the keys removed."""
-    layers = {n for n, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)}
+def drop_missing(
+    plan: Plan, model: nn.Module, *, teacher: nn.Module | None = None
+) -> tuple[Plan, list[str]]:
+    """``plan`` without the ``prune.*``, ``sparsity.*``, ``rank.*`` and ``bits.*`` entries that
+    do not apply to ``model``, a student; and the keys removed. An entry is removed when its
+    layer is absent or an identity (dropped by depth), when it is of another kind than the
+    ``teacher``'s layer of that name (a family member that merely shares the name), or when it
+    prunes the student's output layer (its channels are the model's outputs)."""
+    modules = dict(model.named_modules())
+    theirs = dict(teacher.named_modules()) if teacher is not None else modules
+    weights = [n for n, m in modules.items() if isinstance(m, WEIGHT_LAYERS)]
+    output = weights[-1] if weights else ""
+
+    def applies(section: str, layer: str) -> bool:
+        mine = modules.get(layer)
+        if mine is None or isinstance(mine, nn.Identity):
+            return False
+        if layer in theirs and type(theirs[layer]) is not type(mine):
+            return False
+        return not (section == "prune" and layer == output)
+
     gone = sorted(
         key
         for key in plan
-        if key.split(".", 1)[0] in LAYER_SECTIONS and key.split(".", 1)[1] not in layers
+        if key.split(".", 1)[0] in LAYER_SECTIONS and not applies(*key.split(".", 1))
     )
     return Plan({k: v for k, v in plan.items() if k not in gone}), gone

@@ -170,13 +170,14 @@ def baseline_params(space: Space, kind: str) -> dict[str, Any]:
 def uniform_seeds(space: Space) -> dict[str, dict[str, Any]]:
     """What a user does without a search, as the first trials: one ratio for every group.
 
-    Structured pruning (or, in a space without it, low-rank factorization) at 50%, 80% and 100%
-    of the way from the identity to the most compressed value, in int8 where the space has
-    precision knobs; every other knob at its identity. The sampler starts from these.
+    Structured pruning (or, in a space without it, low-rank factorization; without both, the
+    student knobs) at 50%, 80% and 100% of the way from the identity to the most compressed
+    value, in int8 where the space has precision knobs; every other knob at its identity. The
+    sampler starts from these.
     """
     knobs = [k for k in space.knobs() if k.kind in ("float", "int") and k.fastest is not None]
     sections = {k.section for k in knobs}
-    section = next((s for s in ("prune", "rank") if s in sections), None)
+    section = next((s for s in ("prune", "rank", "student") if s in sections), None)
     if section is None:
         return {}
     seeds = {}
@@ -190,11 +191,12 @@ def uniform_seeds(space: Space) -> dict[str, dict[str, Any]]:
     return seeds
 
 
-def _on_grid(knob: Knob, level: float) -> float:
+def _on_grid(knob: Knob, level: float) -> float | int:
     assert knob.identity is not None and knob.fastest is not None and knob.low is not None
     value = float(knob.identity) + level * (float(knob.fastest) - float(knob.identity))
-    step = float(knob.step or 0.05)
-    return round(float(knob.low) + round((value - float(knob.low)) / step) * step, 6)
+    step = float(knob.step or (1 if knob.kind == "int" else 0.05))
+    on_grid = round(float(knob.low) + round((value - float(knob.low)) / step) * step, 6)
+    return int(on_grid) if knob.kind == "int" else on_grid
 
 
 def ensure_baselines(study: optuna.Study, space: Space) -> None:

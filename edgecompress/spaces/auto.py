@@ -266,8 +266,9 @@ class AutoSpace:
                 skipped.append(Skipped(n, "no ONNX node of its own to quantize", "bits"))
                 continue
             linear = isinstance(modules[n], nn.Linear)
-            emulated = [b for b in target.emulated_bits if b != 4 or not linear]
-            chosen[n] = widths(linear=linear, precisions=target.precisions, emulated=emulated)
+            chosen[n] = widths(
+                linear=linear, precisions=target.precisions, emulated=target.emulated_bits
+            )
         return KnobSpace(precision(chosen).knob_list, tuple(skipped))
 
     def _quantization(self) -> KnobSpace:

@@ -10,25 +10,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from edgecompress.plan import CALIBRATIONS, QUANT_METHODS, ROUNDINGS
 from edgecompress.spaces.base import Knob, KnobSpace, check_choices
 
 INT4, INT8, FP16, FP32 = 4, 8, 16, 32
 DEPLOYED = {"int4": INT4, "int8": INT8, "fp16": FP16, "fp32": FP32}
-QUANT_METHODS = ("static", "dynamic", "qat")
-CALIBRATIONS = ("minmax", "entropy", "percentile")
 CALIBRATION_SAMPLES = (64, 128, 256, 512)
-ROUNDINGS = ("nearest", "stochastic")
 
 
 def widths(*, linear: bool, precisions: Sequence[str], emulated: Sequence[int]) -> tuple[int, ...]:
-    """The bit widths a layer can take on a target, increasing (fp32 always)."""
+    """The bit widths a layer can take on a target, increasing (fp32 always): int4 only on a
+    Linear layer, the emulated widths on any."""
     deployed = {DEPLOYED[p] for p in precisions if p != "int4" or linear}
     return tuple(sorted(deployed | set(emulated) | {FP32}))
 
 
 def precision(layers: dict[str, tuple[int, ...]], *, fastest: int = INT8) -> KnobSpace:
     """``bits.<layer>`` over each layer's widths; identity fp32, fastest ``fastest`` (int8:
-    the width that is fast on most CPUs) or the narrowest offered above it."""
+    the width that is fast on most CPUs) where offered, else the narrowest width."""
     knobs = []
     for layer, choices in layers.items():
         if len(choices) < 2:

@@ -215,9 +215,9 @@ def test_quantization_aware_training_exports_qdq_int8(tiny, tmp_path: Path) -> N
     assert candidate.notes["quantization"]["int8"] == "QDQ after quantization-aware training"
     built = layer_precisions(onnx.load(str(candidate.onnx_path)))
     assert built == {"conv1": "int8", "conv2": "int8", "fc": "int8"}
-    teacher = tiny.model()
-    assert not torch.equal(candidate.module.fc.weight, teacher.fc.weight)  # it trained
+    post_training = quantize_weight(tiny.model().fc.weight.detach(), 8)
     w = candidate.module.fc.weight.detach()
+    assert not torch.allclose(w, post_training)  # it trained: not the teacher's rounded weights
     q = w / channel_scale(w, 8)
     assert torch.allclose(q, q.round(), atol=1e-4)  # and ends on the int8 grid
 
@@ -231,3 +231,42 @@ def test_emulated_bits_need_a_target_that_runs_them(tiny, tmp_path: Path) -> Non
     assert candidate.notes["quantization"]["precisions"] == {"conv2": "emulated2"}
     assert "fake-quantized" in candidate.notes["quantization"]["emulated"]
     assert _levels_per_channel(candidate.module.conv2.weight.detach().numpy()) <= 3
+
+
+def test_bad_precision_plans_are_refused_before_any_training(
+    tiny, tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    def no_training(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("fine-tuning ran for a plan that cannot be built")
+
+    monkeypatch.setattr(type(tiny.task), "fit", no_training)
+    plans = {
+        "no layers": {"bits.nope": 8, "prune.conv1": 0.5},
+        "cannot run": {"bits.conv1": 3, "prune.conv1": 0.5},
+        "method.quant": {"bits.conv1": 8, "method.quant": "fast", "prune.conv1": 0.5},
+    }
+    for message, entries in plans.items():
+        with pytest.raises(InvalidPlan, match=message):
+            compress(tiny, Plan(entries), tmp_path)
+
+
+def test_four_bits_on_a_linear_layer_is_emulated_where_the_target_has_no_int4(
+    tiny, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    target = Target(precisions=("fp32", "int8"), emulated_bits=(4,))
+    candidate = compress(
+        replace(tiny, target=target), Plan({"bits.fc": 4, "finetune.epochs": 0}), tmp_path
+    )
+    assert candidate.notes["quantization"]["precisions"] == {"fc": "emulated4"}
+    assert layer_precisions(onnx.load(str(candidate.onnx_path)))["fc"] == "fp32"
+    assert _levels_per_channel(candidate.module.fc.weight.detach().numpy()) <= 15
+
+
+def test_fake_quant_training_refuses_weights_a_parent_reads_itself() -> None:
+    from tests.models import ZOO
+
+    model = ZOO["transformer"]()
+    attention = next(n for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention))
+    training = fake_quant_training(model, {f"{attention}.out_proj": 4})
+    with pytest.raises(InvalidPlan, match="reads the weights itself"):
+        training.__enter__()

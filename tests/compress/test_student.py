@@ -192,3 +192,26 @@ def test_drop_missing_removes_exactly_the_entries_of_layers_the_student_lost() -
     assert dropped == ["bits.features.9", "prune.features.9", "sparsity.features.15"]
     assert set(kept) == set(plan) - set(dropped)
     assert drop_missing(kept, student) == (kept, [])
+
+
+def test_drop_missing_keeps_containers_and_refuses_look_alikes_of_a_family_member() -> None:
+    class Member(nn.Module):  # shares names with the teacher, not kinds
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv1d(1, 4, 3, padding=1), nn.ReLU())
+            self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(160, 10))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.classifier(self.features(x.unsqueeze(1)))
+
+    plan = Plan(
+        {
+            "bits.features": 8,  # a container: its layers follow it
+            "bits.features.0": 8,
+            "prune.features.1": 0.5,  # a ReLU in the member, a BatchNorm in the teacher
+            "prune.classifier.1": 0.5,  # the member's output layer
+        }
+    )
+    kept, dropped = drop_missing(plan, Member(), teacher=teacher())
+    assert dropped == ["prune.classifier.1", "prune.features.1"]
+    assert set(kept) == {"bits.features", "bits.features.0"}

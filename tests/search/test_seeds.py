@@ -47,3 +47,34 @@ def test_no_int8_baseline_without_precision_knobs_and_rank_seeds_without_pruning
     plans = _queued(tiny, techniques=("rank",))
     assert list(plans) == ["teacher", "uniform rank 0.55", "uniform rank 0.3", "uniform rank 0.1"]
     assert plans["uniform rank 0.3"]["rank.conv2"] == 0.3
+
+
+def test_student_seeds_without_pruning_or_low_rank(tiny) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from edgecompress.search.study import ensure_baselines as enqueue
+    from edgecompress.tasks.mnist1d import Teacher
+
+    model = Teacher(length=24, channels=8, hidden=16, classes=4)
+    built = AutoSpace(techniques=("student", "bits")).build(
+        model, torch.zeros(1, 24), finetune=FinetuneSettings(epochs=1)
+    )
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    enqueue(study, built)
+    names = [t.user_attrs["baseline"] for t in study.trials]
+    assert names == [
+        "teacher",
+        "int8",
+        "uniform student 3",
+        "uniform student 2",
+        "uniform student 1",
+    ]
+    plans = {}
+    for t in study.get_trials(states=(optuna.trial.TrialState.WAITING,)):
+        trial = study.ask()
+        plans[t.user_attrs["baseline"]] = dict(built.sample(trial))
+        study.tell(trial, [0.0, 0.0])
+    seed = plans["uniform student 1"]
+    assert seed["student.depth.stage0"] == 1 and seed["student.width.stage0"] == 0.25
+    assert {v for k, v in seed.items() if k.startswith("bits.")} == {8}
+    assert plans["teacher"]["student.depth.stage0"] == 5

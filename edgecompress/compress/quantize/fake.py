@@ -21,9 +21,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from edgecompress.compress.quantize.recipe import ROUNDINGS
-from edgecompress.modules import WEIGHT_LAYERS
-from edgecompress.plan import InvalidPlan
+from edgecompress.modules import WEIGHT_LAYERS, weights_read_directly
+from edgecompress.plan import ROUNDINGS, InvalidPlan
 
 ACTIVATION_MOMENTUM = 0.1
 
@@ -84,9 +83,11 @@ def linear_layers(model: nn.Module) -> set[str]:
 def round_weights(model: nn.Module, bits: dict[str, int], *, rounding: str, seed: int) -> None:
     """Rounds each named layer's weight in place onto its grid (model order, one generator)."""
     generator = torch.Generator().manual_seed(seed)
+    layers = {layer: weight_modules(model, layer) for layer in bits}  # unknown: InvalidPlan
+    order = {name: i for i, name in enumerate(dict(model.named_modules()))}
     with torch.no_grad():
-        for layer in sorted(bits, key=list(dict(model.named_modules())).index):
-            for module in weight_modules(model, layer):
+        for layer in sorted(layers, key=order.__getitem__):
+            for module in layers[layer]:
                 weight = _weight(module, "weight")
                 weight.copy_(
                     quantize_weight(weight, bits[layer], rounding=rounding, generator=generator)
@@ -135,6 +136,13 @@ def fake_quant_training(
     Works on a weight held by ``torch.nn.utils.prune`` (its mask hook runs first). On exit the
     layers are plain again (fp32 weights, trained), whatever happened inside.
     """
+    read = weights_read_directly(model)
+    bad = [layer for layer in bits if layer in read or f"{layer}.out_proj" in read]
+    if bad:
+        raise InvalidPlan(
+            f"bits: {bad} cannot train with fake-quantized weights (their parent, attention or "
+            "a fused transformer layer, reads the weights itself); use static or dynamic int8"
+        )
     undo: list[Callable[[], None]] = []
     try:
         for layer, b in bits.items():

@@ -87,14 +87,15 @@ def to_fp16(model: onnx.ModelProto, layers: set[str]) -> onnx.ModelProto:
                 model.graph.initializer.append(numpy_helper.from_array(half, node.input[i]))
             elif name:
                 node.input[i] = f"{name}_fp16_{len(nodes)}"
-                nodes.append(_cast(name, node.input[i], TensorProto.FLOAT16, f"{node.name}_in{i}"))
+                cast = f"{node.name}_fp16_in{i}"
+                nodes.append(_cast(name, node.input[i], TensorProto.FLOAT16, cast))
         out = node.output[0]
         node.output[0] = out + "_fp16"
-        nodes += [node, _cast(node.output[0], out, TensorProto.FLOAT, node.name + "_out")]
+        nodes += [node, _cast(node.output[0], out, TensorProto.FLOAT, node.name + "_fp16_out")]
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     _drop_unused_initializers(model)
-    return drop_cast_pairs(model)
+    return drop_cast_pairs(model, {n.name for n in nodes if n.name.endswith(CAST_SUFFIXES)})
 
 
 def weight_nodes(model: onnx.ModelProto) -> dict[str, list[str]]:
@@ -107,6 +108,9 @@ def weight_nodes(model: onnx.ModelProto) -> dict[str, list[str]]:
         if layer and node.op_type in WEIGHT_OPS and len(node.input) > 1 and node.input[1] in inits:
             found.setdefault(layer, []).append(node.name)
     return found
+
+
+CAST_SUFFIXES = ("_fp16_in0", "_fp16_in1", "_fp16_in2", "_fp16_out")
 
 
 def _cast(src: str, dst: str, to: int, name: str) -> onnx.NodeProto:
@@ -155,16 +159,16 @@ KINDS = {
 }
 
 
-def drop_cast_pairs(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Removes round trips ``x -> Cast(fp16) -> Cast(fp32)`` (and the reverse) that the fp16
-    converter leaves between fp32 nodes: the consumer reads ``x`` itself. Exact for fp16 -> fp32
-    -> fp16, and for fp32 -> fp16 -> fp32 it only drops a loss of precision."""
+def drop_cast_pairs(model: onnx.ModelProto, ours: set[str]) -> onnx.ModelProto:
+    """Removes round trips ``x -> Cast(fp16) -> Cast(fp32)`` (and the reverse) between two of
+    the casts ``ours`` (named by ``to_fp16``): the consumer reads ``x`` itself. Exact for fp16 ->
+    fp32 -> fp16, and for fp32 -> fp16 -> fp32 it only drops a loss of precision."""
     producers = {out: n for n in model.graph.node for out in n.output}
     outputs = {o.name for o in model.graph.output}
     rename: dict[str, str] = {}
     for node in model.graph.node:
-        first = producers.get(node.input[0]) if node.op_type == "Cast" else None
-        if first is None or first.op_type != "Cast" or node.output[0] in outputs:
+        first = producers.get(node.input[0]) if node.name in ours else None
+        if first is None or first.name not in ours or node.output[0] in outputs:
             continue
         pair = (_cast_to(first), _cast_to(node))
         if pair in (

@@ -3,10 +3,10 @@ in one graph, and emulated n-bit layers snapped onto their grid.
 
 Passes, in order: Linear layers that become int4 or dynamic int8 are rewritten from Gemm to
 MatMul (the form ORT's quantizers take); emulated layers' weights are snapped to their grid;
-int4 (MatMulNBits); int8 (static QDQ with calibration, or dynamic); fp16 (the layers' nodes and
-the elementwise ops between them, with casts at the borders). The result is read back from the
-graph: a layer whose precision is not the one planned is an ``InvalidPlan``, and no file is
-left behind.
+int4 (MatMulNBits); int8 (static QDQ with calibration, or dynamic); fp16 (the layers' weight
+nodes, with casts around them, none between two consecutive fp16 layers). The result is read
+back from the graph: a layer whose precision is not the one planned is an ``InvalidPlan``, and
+no file is left behind.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import logging
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +67,7 @@ class OnnxQuantizer:
 
     def apply(self, src: Path, dst: Path, plan: Plan) -> Path:
         model = onnx.load(str(src))
-        self.recipe = _expand(plan, model)
+        self.recipe = _expand(plan, model, int4="int4" in self.target.precisions)
         check_target(self.recipe, self.target)
         wanted = {layer: p for layer, p in self.recipe.precisions.items()}
         if all(p == "fp32" for p in wanted.values()):
@@ -133,6 +134,8 @@ class OnnxQuantizer:
     def _static(self, model: onnx.ModelProto, src: Path, out: Path, exclude: list[str]) -> None:
         r = self.recipe
         feeds = calibration_batches(self.calibration, model, r.calibration_samples)
+        taken = sum(len(next(iter(f.values()))) for f in feeds)
+        self.recipe = r = replace(r, calibration_samples=taken)  # what calibration really saw
         prepared = out.with_suffix(".pre.onnx")
         _pre_process(src, prepared)
         quantize_static(
@@ -150,7 +153,7 @@ class OnnxQuantizer:
         )
 
 
-def _expand(plan: Plan, model: onnx.ModelProto) -> QuantRecipe:
+def _expand(plan: Plan, model: onnx.ModelProto, *, int4: bool) -> QuantRecipe:
     """The recipe per ONNX layer: a factorized layer (``fc``) is quantized as its factors are."""
     nodes = weight_nodes(model)
     bits = plan.section("bits")
@@ -163,7 +166,7 @@ def _expand(plan: Plan, model: onnx.ModelProto) -> QuantRecipe:
         expanded.update({f"bits.{part}": b for part in parts_of(layer, nodes)})
     ops = {n.name: n.op_type for n in model.graph.node}
     linear = {layer for layer, ns in nodes.items() if all(ops[n] in LINEAR_OPS for n in ns)}
-    return recipe(Plan(expanded), linear)
+    return recipe(Plan(expanded), linear, int4=int4)
 
 
 def snap_weights(model: onnx.ModelProto, bits: dict[str, int]) -> None:

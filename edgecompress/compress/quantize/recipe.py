@@ -22,12 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgecompress.plan import InvalidPlan, Plan
+from edgecompress.plan import CALIBRATIONS, QUANT_METHODS, ROUNDINGS, InvalidPlan, Plan
 from edgecompress.targets import Target
 
-QUANT_METHODS = ("static", "dynamic", "qat")
-CALIBRATIONS = ("minmax", "entropy", "percentile")
-ROUNDINGS = ("nearest", "stochastic")
 BITS = (2, 3, 4, 5, 6, 7, 8, 16, 32)
 INT4_BLOCK = 32
 DEFAULT_SAMPLES = 256
@@ -67,7 +64,7 @@ class QuantRecipe:
         kinds = sorted(set(self.precisions.values()))
         d: dict[str, Any] = {
             "precisions": dict(self.precisions),
-            "weights": "per-channel symmetric",
+            "weights": "per-channel symmetric (int4: per block of 32, symmetric)",
             "rounding": self.rounding,
         }
         if "int8" in kinds:
@@ -91,10 +88,12 @@ class QuantRecipe:
         return d
 
 
-def recipe(plan: Plan, linear: set[str]) -> QuantRecipe:
-    """The plan's recipe; ``linear``: the layers that run as Linear/MatMul (int4 is theirs)."""
+def recipe(plan: Plan, linear: set[str], *, int4: bool = True) -> QuantRecipe:
+    """The plan's recipe; ``linear``: the layers that run as Linear/MatMul; ``int4``: whether
+    the target runs int4 MatMul (else 4 bits on a Linear is emulated, like on a convolution)."""
+    runs_int4 = linear if int4 else set()
     return QuantRecipe(
-        precisions={layer: _precision(layer, b, linear) for layer, b in _bits(plan).items()},
+        precisions={layer: _precision(layer, b, runs_int4) for layer, b in _bits(plan).items()},
         method=_choice(plan, "method.quant", QUANT_METHODS, "static"),
         calibration=_choice(plan, "method.calibration", CALIBRATIONS, "minmax"),
         calibration_samples=_samples(plan),
