@@ -25,7 +25,7 @@ bench-techniques: setup
 	$(VENV)/python bench/techniques.py --trials 24 --workers 2 --speedup 25
 
 bench-quantization: setup
-	$(VENV)/python bench/quantization.py --search-trials 12 --speedup 5
+	$(VENV)/python bench/quantization.py --search-trials 20 --speedup 5
 
 clean:
 	rm -rf .venv demo.db demo.db.artifacts out
