@@ -78,9 +78,9 @@ class OnnxQuantizer:
                 self._passes(model, dst)
             _check(onnx.load(str(dst)), wanted)
             _loads(dst)
-        except (InvalidPlan, CalibrationError):
+        except (InvalidPlan, CalibrationError, ImportError):
             dst.unlink(missing_ok=True)  # a refused plan leaves no output behind
-            raise
+            raise  # (a missing package is the installation's fault, never the plan's)
         except Exception as exc:  # noqa: BLE001 - ORT's quantizers raise anything
             dst.unlink(missing_ok=True)
             raise InvalidPlan(
