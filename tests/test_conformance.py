@@ -102,8 +102,16 @@ FORMS = {  # the plan's bits for a layer, by its position; 4 only where the laye
     "fp16": lambda i, linear: 16,
     "int4": lambda i, linear: 4 if linear else 32,
     "mixed": lambda i, linear: (4 if linear else 8, 16, 32, 8)[i % 4],
+    "mixed_dynamic": lambda i, linear: (4 if linear else 16, 8)[i % 2],  # int4 next to int8
 }
-TOLERANCE = {"static": 0.25, "dynamic": 0.25, "fp16": 0.02, "int4": 0.5, "mixed": 0.5}
+TOLERANCE = {
+    "static": 0.25,
+    "dynamic": 0.25,
+    "fp16": 0.02,
+    "int4": 0.5,
+    "mixed": 0.5,
+    "mixed_dynamic": 0.5,
+}
 EXPECTED = {4: "int4", 8: "int8", 16: "fp16", 32: "fp32"}
 
 
@@ -120,7 +128,7 @@ def test_quantizer_conformance(model_name: str, form: str, tmp_path: Path) -> No
         layer: FORMS[form](i, not node.endswith("/Conv"))
         for i, (layer, node) in enumerate(sorted(nodes.items()))
     }
-    settings = {"method.quant": "dynamic"} if form == "dynamic" else {}
+    settings = {"method.quant": "dynamic"} if form.endswith("dynamic") else {}
     plan = Plan({**{f"bits.{k}": v for k, v in bits.items()}, **settings})
     out = check_onnx_compressor(
         quantizer,

@@ -1,9 +1,9 @@
 """Per-layer precision of an exported model in ONNX Runtime: int4, int8, fp16 and fp32 layers
 in one graph, and emulated n-bit layers snapped onto their grid.
 
-Passes, in order: Linear layers that become int4 or dynamic int8 are rewritten from Gemm to
-MatMul (the form ORT's quantizers take); emulated layers' weights are snapped to their grid;
-int4 (MatMulNBits); int8 (static QDQ with calibration, or dynamic); fp16 (the layers' weight
+Passes, in order: emulated layers' weights are snapped to their grid; int8 (static QDQ with
+calibration, or dynamic, which turns a Gemm into MatMul itself); int4 (MatMulNBits, on Linear
+layers rewritten from Gemm to MatMul, the form it takes); fp16 (the layers' weight
 nodes, with casts around them, none between two consecutive fp16 layers). The result is read
 back from the graph: a layer whose precision is not the one planned is an ``InvalidPlan``, and
 no file is left behind.
@@ -91,13 +91,13 @@ class OnnxQuantizer:
 
     def _passes(self, model: onnx.ModelProto, dst: Path) -> None:
         r = self.recipe
-        matmul = set(r.layers("int4")) | (set(r.layers("int8")) if r.method == "dynamic" else set())
-        model = gemm_to_matmul(model, matmul)
         snap_weights(model, r.emulated())
-        if r.layers("int4"):
-            model = _int4(model, r.layers("int4"))
+        # int8 first: its passes cannot type the outputs of MatMulNBits, and its graph
+        # optimization fuses a MatMul + Add back (renamed) before it reads the exclusions
         if r.layers("int8"):
             model = self._int8(model, dst)
+        if r.layers("int4"):
+            model = _int4(gemm_to_matmul(model, set(r.layers("int4"))), r.layers("int4"))
         if r.layers("fp16"):
             model = to_fp16(model, set(r.layers("fp16")))
         onnx.save(model, str(dst))
