@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from edgecompress.tasks.distill import KD_MODES, Hints, logit_loss, soft_loss
+from edgecompress.tasks.distill import KD_MODES, Hints, logit_loss
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,20 +47,6 @@ class FinetuneSettings:
                 f"FinetuneSettings.hint_weight must be a finite number >= 0 (0: no hints), "
                 f"got {self.hint_weight}"
             )
-
-
-def distillation_loss(
-    student_logits: torch.Tensor,
-    teacher_logits: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    temperature: float,
-    kd_weight: float,
-) -> torch.Tensor:
-    """Hinton et al.: T^2 * KL(teacher_T || student_T) * w + CE(student, labels) * (1 - w)."""
-    return soft_loss(
-        student_logits, teacher_logits, labels, temperature=temperature, kd_weight=kd_weight
-    )
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ from edgecompress.tasks import (
     hint_residual,
     soft_loss,
 )
-from edgecompress.tasks.classification import distillation_loss
 from edgecompress.tasks.distill import capture
 
 LENGTH, CLASSES = 16, 4
@@ -142,9 +141,6 @@ def test_soft_loss_is_hintons_kl_and_cross_entropy() -> None:
     expected = w * temperature**2 * kl + (1 - w) * _cross_entropy(s, y)
     got = soft_loss(*_torch(s, t, y), temperature=temperature, kd_weight=w)
     assert float(got) == pytest.approx(expected, rel=1e-9)
-    # the old name still computes the same
-    old = distillation_loss(*_torch(s, t, y), temperature=temperature, kd_weight=w)
-    assert float(old) == pytest.approx(expected, rel=1e-9)
 
 
 def test_hard_loss_learns_the_teachers_predicted_labels() -> None:
