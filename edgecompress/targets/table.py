@@ -1,0 +1,191 @@
+"""Latency tables: what one device measured for each layer configuration, and predictions.
+
+A table is two files, no pickles: ``NAME.csv`` (one row per measured configuration) and
+``NAME.json`` (the header: format version, the device description, ONNX Runtime version,
+threads, batch size, date, and the per-inference overhead). Columns:
+
+- ``op`` (``conv1d``, ``conv2d``, ``linear``, ... or ``boundary`` for a cast/quantize between
+  precisions), ``precision`` (``fp32``, ``int8``, ...), ``fused`` (what runs with it, e.g.
+  ``bn+relu``; empty for nothing), ``kernel``, ``groups``, ``spatial`` (``40`` or ``32x32``):
+  the *kind* of the configuration;
+- ``in_channels``, ``out_channels``: its widths;
+- ``latency_ms`` (median), ``p90_ms``, ``spread_pct`` (the measurement's own spread).
+
+A configuration that was not measured is interpolated across widths among rows of the same
+kind: linearly in multiply-adds, after making latency non-decreasing in multiply-adds (more
+work never predicts less time). Its uncertainty grows with the distance to the rows used.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from edgecompress.errors import EdgeCompressError
+
+FORMAT_VERSION = 1
+KIND = ("op", "precision", "fused", "kernel", "groups", "spatial")
+COLUMNS = {
+    "op": str,
+    "precision": str,
+    "fused": str,
+    "kernel": int,
+    "groups": int,
+    "spatial": str,
+    "in_channels": int,
+    "out_channels": int,
+    "latency_ms": float,
+    "p90_ms": float,
+    "spread_pct": float,
+}
+HEADER = ("format_version", "device", "threads", "batch_size", "date", "overhead_ms")
+
+
+class TableError(EdgeCompressError, ValueError):
+    """A table file that cannot be used: names the file, the column and the row."""
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer of a candidate, as a table looks it up."""
+
+    op: str
+    precision: str
+    in_channels: int
+    out_channels: int
+    kernel: int = 1
+    groups: int = 1
+    spatial: str = ""
+    fused: str = ""
+
+    def kind(self) -> tuple[Any, ...]:
+        return (self.op, self.precision, self.fused, self.kernel, self.groups, self.spatial)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    latency_ms: float
+    uncertainty_ms: float
+    interpolated: int  # layers not measured exactly
+
+
+@dataclass(frozen=True)
+class LatencyTable:
+    """``entries``: a DataFrame with ``COLUMNS``; ``header``: ``HEADER`` keys and more."""
+
+    entries: pd.DataFrame
+    header: dict[str, Any]
+
+    def save(self, path: Path) -> tuple[Path, Path]:
+        """Writes ``path`` (.csv) and its header beside it (.json); returns both paths."""
+        csv, meta = path.with_suffix(".csv"), path.with_suffix(".json")
+        csv.parent.mkdir(parents=True, exist_ok=True)
+        self.entries[list(COLUMNS)].to_csv(csv, index=False)
+        meta.write_text(json.dumps(self.header, indent=2, sort_keys=True) + "\n")
+        return csv, meta
+
+    def predict(self, layers: list[Layer]) -> Prediction:
+        """The sum of the layers' entries plus the per-inference overhead."""
+        total = float(self.header["overhead_ms"])
+        variance, interpolated = 0.0, 0
+        for layer in layers:
+            ms, sd, exact = self._entry(layer)
+            total += ms
+            variance += sd * sd
+            interpolated += not exact
+        return Prediction(total, math.sqrt(variance), interpolated)
+
+    def _entry(self, layer: Layer) -> tuple[float, float, bool]:
+        rows = self._rows(layer.kind())
+        if rows is None:
+            raise TableError(
+                f"the table has no entry of the kind {dict(zip(KIND, layer.kind(), strict=True))}"
+                "; build the table from a space that produces this layer, or add it"
+            )
+        macs = layer.in_channels * layer.out_channels / layer.groups
+        work, ms, sd = rows
+        exact = bool(np.any(work == macs))
+        value = float(np.interp(macs, work, ms))
+        if macs > work[-1]:  # beyond the widest measured: extrapolate in proportion to work
+            value = float(ms[-1] * macs / work[-1])
+        nearest = int(np.argmin(np.abs(work - macs)))
+        distance = abs(macs - work[nearest]) / max(work[nearest], 1.0)
+        return value, float(sd[nearest] + value * min(distance, 1.0) * 0.1), exact
+
+    def _rows(self, kind: tuple[Any, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        frame = self.entries
+        mask = np.ones(len(frame), dtype=bool)
+        for column, value in zip(KIND, kind, strict=True):
+            mask &= (frame[column] == value).to_numpy()
+        if not mask.any():
+            return None
+        rows = frame[mask]
+        work = (rows["in_channels"] * rows["out_channels"] / rows["groups"]).to_numpy(float)
+        order = np.argsort(work, kind="stable")
+        ms = np.maximum.accumulate(rows["latency_ms"].to_numpy(float)[order])
+        sd = (rows["latency_ms"] * rows["spread_pct"] / 100).to_numpy(float)[order]
+        return work[order], ms, sd
+
+
+def load_table(path: Path) -> LatencyTable:
+    """Reads ``path`` (.csv) and its .json header, checking columns, types, units and values;
+    a problem is a ``TableError`` naming the file, the column and the row."""
+    csv, meta = Path(path).with_suffix(".csv"), Path(path).with_suffix(".json")
+    for file in (csv, meta):
+        if not file.is_file():
+            raise TableError(
+                f"latency table {file}: no such file (a table is NAME.csv + NAME.json)"
+            )
+    header = _header(meta)
+    frame = pd.read_csv(csv, dtype=str, keep_default_na=False)
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise TableError(
+            f"latency table {csv}: missing columns {missing}; expected {list(COLUMNS)}"
+        )
+    for column, kind in COLUMNS.items():
+        frame[column] = _typed(csv, frame, column, kind)
+    return LatencyTable(frame[list(COLUMNS)], header)
+
+
+def _header(meta: Path) -> dict[str, Any]:
+    try:
+        header = json.loads(meta.read_text())
+    except json.JSONDecodeError as exc:
+        raise TableError(f"latency table header {meta}: not JSON ({exc})") from None
+    missing = [k for k in HEADER if k not in header]
+    if missing:
+        raise TableError(f"latency table header {meta}: missing keys {missing}")
+    if header["format_version"] != FORMAT_VERSION:
+        raise TableError(
+            f"latency table header {meta}: format_version {header['format_version']!r}; this "
+            f"edgecompress reads version {FORMAT_VERSION}. Rebuild the table."
+        )
+    return dict(header)
+
+
+def _typed(csv: Path, frame: pd.DataFrame, column: str, kind: type) -> pd.Series:
+    """The column converted; the first bad cell is named by its row (1 = the first data row)."""
+    if kind is str:
+        return frame[column].astype(str)
+    values = []
+    for row, text in enumerate(frame[column], start=1):
+        try:
+            value = kind(float(text)) if kind is int else float(text)
+        except ValueError:
+            raise TableError(
+                f"latency table {csv}, row {row}, column {column!r}: {text!r} is not a number"
+            ) from None
+        if not math.isfinite(value) or value < 0:
+            raise TableError(
+                f"latency table {csv}, row {row}, column {column!r}: {value} must be a finite "
+                "number >= 0 (latencies in milliseconds)"
+            )
+        values.append(value)
+    return pd.Series(values, index=frame.index, dtype=kind)
