@@ -1,5 +1,4 @@
 import math
-from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -18,14 +17,8 @@ from edgecompress.compress.lowrank import (
 from edgecompress.compress.onnx_export import export_onnx
 from edgecompress.plan import InvalidPlan, Plan, Value
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """MKL's threaded SVD of a tiny matrix stalls (~100 ms) while another process holds a core."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# MKL's threaded SVD of a tiny matrix stalls (~100 ms) while another process holds a core
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # (layer, input shape, method, full ranks)

@@ -1,5 +1,4 @@
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -22,13 +21,8 @@ from edgecompress.tasks.distill import capture
 LENGTH, CLASSES = 16, 4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models train faster on one thread, and do not stall while another process runs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# tiny models train faster on one thread, and do not stall while another process runs
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Conv1d:

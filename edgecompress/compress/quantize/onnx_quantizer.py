@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import torch
 from onnx import numpy_helper
 from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -33,6 +34,7 @@ from edgecompress.compress.quantize.calibration import (
     Source,
     calibration_batches,
 )
+from edgecompress.compress.quantize.fake import quantize_weight
 from edgecompress.compress.quantize.graph import (
     gemm_to_matmul,
     layer_precisions,
@@ -186,12 +188,10 @@ def _snap(node: onnx.NodeProto, init: onnx.TensorProto, bits: int) -> None:
 
 
 def on_grid(weight: np.ndarray, bits: int, axis: int) -> np.ndarray:
-    """``weight`` to the nearest point of its per-channel (along ``axis``) symmetric grid."""
-    levels = 2 ** (bits - 1) - 1
-    moved = np.moveaxis(weight, axis, 0)
-    absmax = np.abs(moved.reshape(len(moved), -1)).max(axis=1)
-    scale = np.where(absmax > 0, absmax / levels, 1.0).reshape(-1, *([1] * (moved.ndim - 1)))
-    snapped = np.clip(np.round(moved / scale), -levels, levels) * scale
+    """``weight`` to the nearest point of its per-channel (along ``axis``) symmetric grid: the
+    grid PyTorch rounds onto (``quantize_weight``)."""
+    channels_first = torch.from_numpy(np.ascontiguousarray(np.moveaxis(weight, axis, 0)))
+    snapped = quantize_weight(channels_first, bits).numpy()
     return np.moveaxis(snapped, 0, axis).astype(weight.dtype)
 
 
