@@ -14,13 +14,17 @@ from typing import Any
 
 import pandas as pd
 
+from edgecompress import cli_table
+from edgecompress.cli_format import EXIT_INFEASIBLE, print_front
 from edgecompress.errors import EdgeCompressError, NoFeasibleTrial, TrialsKeepFailing
 from edgecompress.experiment import Experiment, load_experiment
 from edgecompress.export import export
 from edgecompress.search import DEFAULT_STORAGE, Result, open_result, search, space_report
+from edgecompress.search.recost import recost
 from edgecompress.search.storage import open_storage, study_names
+from edgecompress.targets.profile import load_profile
 
-EXIT_BAD_INPUT, EXIT_INFEASIBLE, EXIT_TRIALS_FAILING = 2, 3, 4
+EXIT_BAD_INPUT, EXIT_TRIALS_FAILING = 2, 4
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,11 +54,42 @@ def _parser() -> argparse.ArgumentParser:
         help="parallel trials; >1 runs them on Ray (default 1: in this process)",
     )
     s.add_argument("--ray-address", help="join this Ray cluster instead of starting one")
+    s.add_argument(
+        "--target",
+        help="device profile: a folder under --targets (default: the experiment's, local-cpu)",
+    )
+    s.add_argument(
+        "--latency",
+        choices=("live", "table"),
+        help="measured here (default on this machine) or from the target's table (default for "
+        "another device)",
+    )
+    screen = s.add_mutually_exclusive_group()
+    screen.add_argument(
+        "--screen",
+        dest="screen",
+        action="store_true",
+        default=None,
+        help="skip plans the table predicts clearly over budget (default when it has a table)",
+    )
+    screen.add_argument("--no-screen", dest="screen", action="store_false")
+    s.add_argument("--targets", help="folder of target profiles (default ./targets)")
     _study_args(s)
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     _format_arg(s)
 
     f = sub.add_parser("front", help="show the Pareto front of a study, budget marked")
+    f.add_argument(
+        "--target", help="re-cost the study for this target's table (accuracy unchanged)"
+    )
+    f.add_argument("--targets", help="folder of target profiles (default ./targets)")
+    f.add_argument(
+        "--budget-ms",
+        type=float,
+        help="with --target: the budget on that device (default: the "
+        "study's speedup applied there, or its budget in ms)",
+    )
+    f.add_argument("--experiment", help="FILE.py:NAME (default: the one the study searched)")
     _study_args(f)
     _format_arg(f)
 
@@ -71,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("space", help="show what a search would vary, and what it leaves alone")
     sp.add_argument("experiment", help="FILE.py:NAME naming an edgecompress.Experiment")
     sp.add_argument("--format", choices=("table", "json"), default="table", help="(default table)")
+    cli_table.add_parser(sub)
     return p
 
 
@@ -94,7 +130,13 @@ def _format_arg(p: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        commands = {"search": _search, "front": _front, "export": _export, "space": _space}
+        commands = {
+            "search": _search,
+            "front": _front,
+            "export": _export,
+            "space": _space,
+            "table": cli_table.run,
+        }
         return commands[args.command](args)
     except NoFeasibleTrial as exc:
         print(f"edgecompress: {exc}", file=sys.stderr)
@@ -125,8 +167,12 @@ def _search(args: argparse.Namespace) -> int:
         study=args.study,
         ray_address=args.ray_address,
         progress=not args.no_progress,
+        target=args.target,
+        latency=args.latency,
+        screen=args.screen,
+        targets=args.targets,
     )
-    return _print_front(result, args.format)
+    return print_front(result, args.format)
 
 
 def _study_name(args: argparse.Namespace) -> str:
@@ -142,7 +188,14 @@ def _study_name(args: argparse.Namespace) -> str:
 
 
 def _front(args: argparse.Namespace) -> int:
-    return _print_front(open_result(_study_name(args), args.storage), args.format)
+    result = open_result(_study_name(args), args.storage)
+    if args.target:
+        experiment = _experiment_of(result, args.experiment)
+        profile = load_profile(args.target, args.targets)
+        result = recost(result, experiment, profile, budget_ms=args.budget_ms)
+    elif args.budget_ms is not None:
+        raise EdgeCompressError("--budget-ms with front re-costs for a target: add --target NAME")
+    return print_front(result, args.format)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -207,94 +260,6 @@ def _experiment_of(result: Result, ref: str | None) -> Experiment:
             "--experiment FILE.py:NAME."
         )
     return load_experiment(ref)
-
-
-def _plan_summary(plan: dict[str, Any], notes: dict[str, Any]) -> str:
-    def values(section: str) -> list[float]:
-        return [float(v) for k, v in plan.items() if k.startswith(section + ".")]
-
-    parts = []
-    if notes.get("student") == "family":
-        parts.append(f"student w{plan.get('student.width')} d{plan.get('student.depth')}")
-    elif notes.get("student") == "derived":
-        depth = [str(v) for k, v in plan.items() if k.startswith("student.depth.")]
-        width = [f"{float(v):g}" for k, v in plan.items() if k.startswith("student.width.")]
-        parts.append(f"student depth {'/'.join(depth) or '-'} width {'/'.join(width) or '-'}")
-    ratios = values("prune")
-    if any(ratios):
-        parts.append(f"prune mean {sum(ratios) / len(ratios):.2f}")
-    sparse = sum(v > 0 for v in values("sparsity"))
-    if sparse:
-        parts.append(f"sparse {sparse} ({plan.get('method.sparsity', 'magnitude')})")
-    factorized = sum(v < 1 for v in values("rank"))
-    if factorized:
-        parts.append(f"low-rank {factorized}")
-    parts += _precision_summary(plan, [int(b) for b in values("bits")])
-    return ", ".join(parts) or "uncompressed"
-
-
-def _precision_summary(plan: dict[str, Any], bits: list[int]) -> list[str]:
-    names = {4: "int4", 8: "int8", 16: "fp16"}
-    counts = {b: bits.count(b) for b in sorted(set(bits)) if b != 32}
-    if not counts:
-        return []
-    method = plan.get("method.quant", "static")
-    shown = " ".join(f"{names.get(b, f'{b}-bit')} {n}" for b, n in counts.items())
-    return [f"{shown} of {len(bits)}" + (f" ({method})" if 8 in counts else "")]
-
-
-def _print_front(result: Result, fmt: str) -> int:
-    frame = result.front()
-    records = result.records(frame)
-    if fmt == "json":
-        print(json.dumps(records, indent=2, allow_nan=False))
-    elif fmt == "csv":
-        flat = pd.DataFrame(records)
-        if len(flat):
-            for column in ("plan", "notes"):
-                flat[column] = flat[column].map(lambda p: json.dumps(p, sort_keys=True))
-        print(flat.to_csv(index=False), end="")
-    else:
-        print(_table(result, records))
-    if not result.has_feasible:
-        print(
-            f"edgecompress: no trial meets the budget of {result.budget_ms:.4f} ms; shown are "
-            "the closest trials.",
-            file=sys.stderr,
-        )
-        return EXIT_INFEASIBLE
-    return 0
-
-
-def _table(result: Result, records: list[dict[str, Any]]) -> str:
-    m = result.meta
-    head = (
-        f"study {result.study_name}: {len(result.trials)} complete, {result.failed} failed | "
-        f"budget {m['budget_ms']:.4f} ms | uncompressed {m['reference_latency_ms']:.4f} ms | "
-        f"target {m['target']['name']} ({m['target']['threads']} thread, "
-        f"batch {m['target']['batch_size']}) on {m['device']['cpu_model']}"
-    )
-    title = (
-        "Pareto front within the budget"
-        if result.has_feasible
-        else "NO trial meets the budget; the closest trials"
-    )
-    rows = [
-        {
-            "trial": r["trial"],
-            "accuracy": f"{r['accuracy']:.4f}",
-            "test_acc": "-" if r["test_accuracy"] is None else f"{r['test_accuracy']:.4f}",
-            "latency_ms": f"{r['latency_ms']:.4f}",
-            "speedup": f"{r['speedup']:.1f}x",
-            "size_mb": f"{r['size_mb']:.3f}",
-            "gz_mb": "-" if r["size_gz_mb"] is None else f"{r['size_gz_mb']:.3f}",
-            "budget": "meets" if r["feasible"] else f"over +{r['violation_ms']:.4f}",
-            "plan": r["baseline"] or _plan_summary(r["plan"], r.get("notes") or {}),
-        }
-        for r in records
-    ]
-    body = pd.DataFrame(rows).to_string(index=False) if rows else "(no completed trials)"
-    return f"{head}\n{title}:\n{body}"
 
 
 if __name__ == "__main__":

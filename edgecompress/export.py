@@ -8,13 +8,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from optuna.artifacts import FileSystemArtifactStore, download_artifact
-
 from edgecompress.errors import EdgeCompressError, NoFeasibleTrial
 from edgecompress.evaluators import measure_ratio, onnx_accuracy, session
 from edgecompress.experiment import Experiment
 from edgecompress.gate import CpuGate
 from edgecompress.search import Result
+from edgecompress.search.front import download
 from edgecompress.search.trial import reference_of
 from edgecompress.targets import describe_device
 from edgecompress.targets.device import package_versions
@@ -60,7 +59,7 @@ def export(
     number = pick_trial(result, trial)
     record = result.records(result.trials[result.trials["trial"] == number])[0]
     with tempfile.TemporaryDirectory() as tmp:
-        model = _download(result, number, Path(tmp) / "model.onnx")
+        model = download(result, number, Path(tmp) / "model.onnx")
         _verify(experiment, model, record)
         manifest = _manifest(result, record)
         if remeasure:
@@ -85,21 +84,6 @@ def _verify(experiment: Experiment, model: Path, record: dict[str, Any]) -> None
                 f"but the study recorded {record[key]:.6f}. Nothing was written. The model or "
                 "the data changed since the search (another experiment file, other data?)."
             )
-
-
-def _download(result: Result, number: int, dst: Path) -> Path:
-    store = FileSystemArtifactStore(result.meta["artifacts"])
-    try:
-        download_artifact(
-            artifact_store=store, artifact_id=result.artifacts[number], file_path=str(dst)
-        )
-    except Exception as exc:  # noqa: BLE001 - a missing or unreadable artifact
-        raise EdgeCompressError(
-            f"trial {number}: its ONNX file is not in the artifact store "
-            f"{result.meta['artifacts']} ({type(exc).__name__}: {exc}). The search wrote it "
-            "there; restore that folder, or search again in a new study."
-        ) from None
-    return dst
 
 
 def _remeasure(experiment: Experiment, result: Result, model: Path) -> float:

@@ -14,9 +14,8 @@ from edgecompress.evaluators import measure_ratio
 from edgecompress.experiment import Experiment
 from edgecompress.gate import CpuGate
 from edgecompress.plan import Plan
-from edgecompress.search.study import baseline_params
 from edgecompress.search.trial import Reference
-from edgecompress.spaces import Space
+from edgecompress.spaces import Space, baseline_params
 
 
 def resolve_budget(

@@ -15,12 +15,20 @@ from edgecompress.errors import EdgeCompressError
 from edgecompress.evaluators import measure_absolute_ms
 from edgecompress.experiment import Experiment
 from edgecompress.gate import CpuGate
-from edgecompress.search.budget import check_reachable, fastest_reachable_ms, resolve_budget
+from edgecompress.search.budget import (
+    check_reachable,
+    extreme_plans,
+    fastest_reachable_ms,
+    resolve_budget,
+)
+from edgecompress.search.costing import Costing, costing_for
 from edgecompress.search.executors import run_in_process
 from edgecompress.search.front import Result, load_result
 from edgecompress.search.ledger import Ledger
+from edgecompress.search.recost import remeasure_front
 from edgecompress.search.storage import DEFAULT_STORAGE, META, open_storage, sqlite_path
 from edgecompress.search.study import (
+    check_costing,
     check_resume,
     create,
     ensure_baselines,
@@ -109,8 +117,13 @@ def open_ledger(
     budget_ms: float | None,
     speedup: float | None,
     reference: Reference,
+    costing: Costing | None = None,
+    asked_costing: bool = False,
 ) -> Ledger:
-    """Resume the study (its settings checked) or create it (reference measured, budget checked)."""
+    """Resume the study (its settings checked) or create it (reference measured, budget checked).
+
+    A resumed study keeps the latency source it was created with; ``asked_costing``: the caller
+    named one (a target, a latency source, screening), which must then be the stored one."""
     space = space_of(experiment, reference)
     name = study or experiment.name
     store = open_storage(storage, must_exist=False)
@@ -130,8 +143,12 @@ def open_ledger(
         if budget_ms is not None or speedup is not None:
             wanted, _ = resolve_budget(budget_ms, speedup, meta["reference_latency_ms"])
         check_resume(existing, sig, wanted)
+        if asked_costing:
+            check_costing(meta.get("costing"), costing)
     else:
-        meta = new_study_meta(experiment, space, budget_ms, speedup, reference, storage, name)
+        meta = new_study_meta(
+            experiment, space, budget_ms, speedup, reference, storage, name, costing
+        )
         create(store, name, experiment, {**meta, "signature": sig})
     # a new seed per run of the study, or a resume would replay the same random plans
     runs = len(store.get_all_trials(store.get_study_id_from_name(name), deepcopy=False))
@@ -151,17 +168,26 @@ def new_study_meta(
     reference: Reference,
     storage: str | None,
     name: str,
+    costing: Costing | None = None,
 ) -> dict[str, Any]:
     resolve_budget(budget_ms, speedup, 1.0)  # refuse bad budget arguments before measuring
-    with CpuGate().measure():
-        reference_ms = measure_absolute_ms(
-            reference.onnx, reference.feed, threads=experiment.target.threads
-        )
-    budget, speedup = resolve_budget(budget_ms, speedup, reference_ms)
-    check_reachable(
-        budget, fastest_reachable_ms(experiment, space, reference, reference_ms), reference_ms
-    )
+    if costing is not None and costing.latency == "table":
+        reference_ms = costing.predict_model(experiment, reference.onnx).latency_ms
+        budget, speedup = resolve_budget(budget_ms, speedup, reference_ms)
+        fastest = min(costing.predict_plan(experiment, p).latency_ms for p in extreme_plans(space))
+    else:
+        with CpuGate().measure():
+            reference_ms = measure_absolute_ms(
+                reference.onnx, reference.feed, threads=experiment.target.threads
+            )
+        budget, speedup = resolve_budget(budget_ms, speedup, reference_ms)
+        fastest = fastest_reachable_ms(experiment, space, reference, reference_ms)
+        if costing is not None:  # table ms -> the ms of this study's measurements
+            predicted = costing.predict_model(experiment, reference.onnx).latency_ms
+            costing = costing.corrected(reference_ms / predicted)
+    check_reachable(budget, fastest, reference_ms)
     return {
+        "costing": costing.to_dict() if costing else None,
         "experiment": experiment.name,
         "experiment_ref": experiment.ref,
         "objectives": list(experiment.objectives),
@@ -185,11 +211,22 @@ def search(
     study: str | None = None,
     ray_address: str | None = None,
     progress: bool = True,
+    target: str | None = None,
+    latency: str | None = None,
+    screen: bool | None = None,
+    targets: str | None = None,
 ) -> Result:
     """Run (or resume) the study until ``trials`` trials are complete; return its result.
 
     ``trials`` counts all completed trials of the study, the two baselines (the teacher, and
-    in int8) and the three uniform seeds (one pruning ratio for every group) included.
+    in int8) and the three uniform seeds (one pruning ratio for every group) included; plans
+    screened out (predicted over the budget, never trained) do not count.
+
+    ``target`` names the device profile (default: the experiment's target, ``local-cpu``);
+    ``latency`` is ``"live"`` (measured here; the default for this machine) or ``"table"``
+    (predicted from the target's table; the default for another device); ``screen`` (default:
+    on when the target has a table) skips plans predicted clearly over the budget. ``targets``
+    is the folder of target profiles (default ``./targets``).
     """
     if trials < 1:
         raise EdgeCompressError(f"--trials must be >= 1, got {trials}")
@@ -203,6 +240,7 @@ def search(
             "use workers=1."
         )
     reference = checked_reference(experiment)
+    costing = costing_for(experiment, target, latency, screen, targets)
     ledger = open_ledger(
         experiment,
         storage=storage,
@@ -210,6 +248,8 @@ def search(
         budget_ms=budget_ms,
         speedup=speedup,
         reference=reference,
+        costing=costing,
+        asked_costing=any(x is not None for x in (target, latency, screen)),
     )
     done = ledger.completed()
     bar = tqdm(
@@ -222,7 +262,7 @@ def search(
     )
 
     def on_done(trial: optuna.Trial, outcome: Outcome | None) -> None:
-        if outcome is not None:
+        if outcome is not None and not outcome.screened:
             bar.update(1)
         best = load_result(ledger.study).best()
         bar.set_postfix_str(
@@ -241,4 +281,5 @@ def search(
             run_in_process(ledger, experiment, reference, trials, on_done)
     finally:
         bar.close()
+    remeasure_front(ledger.study, experiment, reference)
     return load_result(ledger.study)

@@ -33,8 +33,20 @@ class FailureCount:
 
     errors: int = 0
     invalid: int = 0
+    screened: int = 0
     error_limit: int = 3
     invalid_limit: int = 10
+    screened_limit: int = 200
+
+    def record_screened(self, screened: bool) -> None:
+        """Stops a search whose plans are almost all predicted over the budget."""
+        self.screened = self.screened + 1 if screened else 0
+        if self.screened >= self.screened_limit:
+            raise TrialsKeepFailing(
+                f"the search stopped: {self.screened} plans in a row were predicted over the "
+                "latency budget (screened, none trained). The budget is out of reach of almost "
+                "all of the space: raise it, or narrow the space to its faster plans."
+            )
 
     def record(self, error: str | None) -> None:
         if error is None:
@@ -65,6 +77,8 @@ def run_in_process(
                 reference=reference,
                 reference_ms=ledger.reference_ms,
                 staging=ledger.staging,
+                costing=ledger.costing,
+                budget_ms=ledger.budget_ms,
             )
         except Exception as exc:  # noqa: BLE001 - recorded on the trial
             error = describe_error(exc)
@@ -78,3 +92,4 @@ def run_in_process(
         ledger.tell(trial, outcome)
         failures.record(None)
         on_done(trial, outcome)
+        failures.record_screened(outcome.screened)

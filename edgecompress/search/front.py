@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 import pandas as pd
+from optuna.artifacts import FileSystemArtifactStore, download_artifact
 from optuna.trial import TrialState
 
+from edgecompress.errors import EdgeCompressError
 from edgecompress.search.storage import META, load_existing, open_storage
 
 COLUMNS = [
@@ -46,6 +49,7 @@ class Result:
     trials: pd.DataFrame  # every completed trial
     failed: int
     artifacts: dict[int, str]  # trial number -> artifact id of its ONNX file
+    screening: dict[str, float] = field(default_factory=dict)  # see ``screening_of``
 
     @property
     def budget_ms(self) -> float:
@@ -125,9 +129,41 @@ def load_result(study: optuna.Study) -> Result:
     artifacts = {
         t.number: str(t.user_attrs["artifact_id"]) for t in trials if "artifact_id" in t.user_attrs
     }
-    return Result(study.study_name, meta, frame, failed, artifacts)
+    return Result(study.study_name, meta, frame, failed, artifacts, screening_of(trials))
+
+
+def screening_of(trials: list[optuna.trial.FrozenTrial]) -> dict[str, float]:
+    """How many plans were screened out, what screening cost, and the training time it saved:
+    each screened plan would have taken a trained trial's median time."""
+    screened = [t for t in trials if t.user_attrs.get("screened")]
+    if not screened:
+        return {}
+    trained = [
+        float(t.user_attrs["trial_s"])
+        for t in trials
+        if t.state == TrialState.COMPLETE and "trial_s" in t.user_attrs
+    ]
+    cost = sum(float(t.user_attrs.get("screen_s", 0.0)) for t in screened)
+    would = len(screened) * float(np.median(trained)) if trained else float("nan")
+    return {"screened": len(screened), "screen_s": cost, "saved_s": would - cost}
 
 
 def open_result(study: str, storage: str | None = None) -> Result:
     """The result of an existing study (an error lists the studies when the name is unknown)."""
     return load_result(load_existing(study, open_storage(storage, must_exist=True), storage))
+
+
+def download(result: Result, number: int, dst: Path) -> Path:
+    """Trial ``number``'s ONNX file, copied from the study's artifact store to ``dst``."""
+    store = FileSystemArtifactStore(result.meta["artifacts"])
+    try:
+        download_artifact(
+            artifact_store=store, artifact_id=result.artifacts[number], file_path=str(dst)
+        )
+    except Exception as exc:  # noqa: BLE001 - a missing or unreadable artifact
+        raise EdgeCompressError(
+            f"trial {number}: its ONNX file is not in the artifact store "
+            f"{result.meta['artifacts']} ({type(exc).__name__}: {exc}). The search wrote it "
+            "there; restore that folder, or search again in a new study."
+        ) from None
+    return dst

@@ -16,6 +16,7 @@ from optuna.artifacts import FileSystemArtifactStore, upload_artifact
 from optuna.trial import TrialState
 
 from edgecompress.plan import Plan
+from edgecompress.search.costing import Costing
 from edgecompress.search.storage import META
 from edgecompress.search.study import driver_id, fail_and_retry
 from edgecompress.search.trial import Outcome
@@ -41,6 +42,11 @@ class Ledger:
         return float(self.meta["reference_latency_ms"])
 
     @property
+    def costing(self) -> Costing | None:
+        data = self.meta.get("costing")
+        return Costing.from_dict(data) if data else None
+
+    @property
     def staging(self) -> str:
         """Where workers leave ONNX files for the driver to store (inside the artifact folder)."""
         return str(Path(self.meta["artifacts"]) / "staging")
@@ -61,6 +67,9 @@ class Ledger:
         return trial, plan
 
     def tell(self, trial: optuna.Trial, outcome: Outcome) -> None:
+        if outcome.screened:
+            self._screened(trial, outcome)
+            return
         try:
             for name, value in outcome.metrics.items():
                 trial.set_user_attr(name, float(value))
@@ -81,6 +90,20 @@ class Ledger:
             self._settle(trial, exc, "recording its outcome")
             raise
         Path(outcome.onnx_path).unlink(missing_ok=True)
+
+    def _screened(self, trial: optuna.Trial, outcome: Outcome) -> None:
+        """Predicted over the budget and never trained: pruned, with its estimate."""
+        try:
+            for name, value in outcome.metrics.items():
+                trial.set_user_attr(name, float(value))
+            trial.set_user_attr("notes", outcome.notes)
+            trial.set_user_attr("screened", True)
+            excess = outcome.metrics["predicted_latency_ms"] - self.budget_ms
+            trial.set_constraint("latency_budget", excess)
+            self.study.tell(trial, state=TrialState.PRUNED)
+        except BaseException as exc:
+            self._settle(trial, exc, "recording its screening")
+            raise
 
     def fail(self, trial: optuna.Trial, error: str) -> None:
         """A trial that ran and failed (an invalid plan, an error): recorded, not retried."""

@@ -41,10 +41,17 @@ def _trainable(config: dict[str, Any]) -> dict[str, Any]:
             config["plan"],
             reference_ms=config["reference_ms"],
             staging=config["staging"],
+            costing=config["costing"],
+            budget_ms=config["budget_ms"],
         )
     except Exception as exc:  # noqa: BLE001 - recorded on the trial by the driver
         return {RESULT_KEY: json.dumps({"error": describe_error(exc)})}
-    data = {"metrics": outcome.metrics, "onnx_path": outcome.onnx_path, "notes": outcome.notes}
+    data = {
+        "metrics": outcome.metrics,
+        "onnx_path": outcome.onnx_path,
+        "notes": outcome.notes,
+        "screened": outcome.screened,
+    }
     return {RESULT_KEY: json.dumps(data)}
 
 
@@ -154,6 +161,8 @@ def _searcher_class() -> type:
                 "number": trial.number,
                 "reference_ms": self.ledger.reference_ms,
                 "staging": self.ledger.staging,
+                "costing": costing.to_dict() if (costing := self.ledger.costing) else None,
+                "budget_ms": self.ledger.budget_ms,
             }
 
         def on_trial_complete(
@@ -170,10 +179,16 @@ def _searcher_class() -> type:
                 self.fail(trial_id, data["error"])
                 return
             trial = self.live.pop(trial_id)
-            outcome = Outcome(data["metrics"], data["onnx_path"], data["notes"])
+            outcome = Outcome(
+                data["metrics"], data["onnx_path"], data["notes"], data.get("screened", False)
+            )
             self.ledger.tell(trial, outcome)
             self.failures.record(None)
             self.on_done(trial, outcome)
+            try:
+                self.failures.record_screened(outcome.screened)
+            except Exception as exc:  # noqa: BLE001 - stop asking; raised once Tune ends
+                self.stop_error = exc
 
         def fail(self, trial_id: str, message: str) -> None:
             trial = self.live.pop(trial_id, None)

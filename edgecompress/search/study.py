@@ -16,7 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 from edgecompress.errors import EdgeCompressError
 from edgecompress.experiment import Experiment
 from edgecompress.search.storage import META
-from edgecompress.spaces import INT8, Knob, Space, describe
+from edgecompress.spaces import Space, baseline_params, describe, on_grid
 
 BASELINES = ("teacher", "int8")
 SEED_LEVELS = (0.5, 0.8, 1.0)
@@ -75,6 +75,24 @@ def check_resume(study: optuna.Study, now: dict[str, Any], budget_ms: float | No
             f"study {study.study_name!r} was created with other settings, so it cannot be "
             "resumed with these:\n  " + "\n  ".join(diffs) + "\nRun again with the study's "
             "settings, or start a new study with --study NEW_NAME."
+        )
+
+
+def check_costing(stored: dict[str, Any] | None, now: Any) -> None:
+    """A resumed study keeps the latency source it was created with."""
+    if now is None or stored is None:
+        if (now is None) != (stored is None):
+            with_table = "with" if stored else "without"
+            raise EdgeCompressError(
+                f"this study was created {with_table} a latency table; resume it as it was "
+                "created (the same --target, --latency and --screen), or start a new --study."
+            )
+        return
+    if stored["latency"] != now.latency or stored["target"] != now.target:
+        raise EdgeCompressError(
+            f"this study takes its latency {stored['latency']} from target {stored['target']!r};"
+            f" asked now: {now.latency} from {now.target!r}. Resume it as it was created, or "
+            "start a new --study."
         )
 
 
@@ -153,20 +171,6 @@ def recover_interrupted(study: optuna.Study) -> list[int]:
     return failed
 
 
-def baseline_params(space: Space, kind: str) -> dict[str, Any]:
-    """The uncompressed teacher, or the teacher with every layer int8 (as Optuna params)."""
-    params: dict[str, Any] = {}
-    for k in space.knobs():
-        if k.kind != "fixed" and k.identity is not None:
-            int8 = (
-                kind == "int8"
-                and k.section == "bits"
-                and (k.kind != "ordinal" or INT8 in k.choices)
-            )
-            params[k.name] = k.param(INT8) if int8 else k.param(k.identity)
-    return params
-
-
 def uniform_seeds(space: Space) -> dict[str, dict[str, Any]]:
     """What a user does without a search, as the first trials: one ratio for every group.
 
@@ -185,18 +189,10 @@ def uniform_seeds(space: Space) -> dict[str, dict[str, Any]]:
         params = baseline_params(space, "int8")
         for k in knobs:
             if k.section == section:
-                params[k.name] = _on_grid(k, level)
+                params[k.name] = on_grid(k, level)
         value = next(params[k.name] for k in knobs if k.section == section)
         seeds[f"uniform {section} {value:g}"] = params
     return seeds
-
-
-def _on_grid(knob: Knob, level: float) -> float | int:
-    assert knob.identity is not None and knob.fastest is not None and knob.low is not None
-    value = float(knob.identity) + level * (float(knob.fastest) - float(knob.identity))
-    step = float(knob.step or (1 if knob.kind == "int" else 0.05))
-    on_grid = round(float(knob.low) + round((value - float(knob.low)) / step) * step, 6)
-    return int(on_grid) if knob.kind == "int" else on_grid
 
 
 def ensure_baselines(study: optuna.Study, space: Space) -> None:

@@ -22,6 +22,7 @@ from edgecompress.evaluators import MeasuredLatency, OnnxAccuracy, file_size, in
 from edgecompress.experiment import Experiment, load_experiment
 from edgecompress.gate import CpuGate
 from edgecompress.plan import Plan
+from edgecompress.search.costing import Costing
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Outcome:
     metrics: dict[str, float]
     onnx_path: str  # the deployable file, in the study's staging folder until the driver stores it
     notes: dict[str, Any] = field(default_factory=dict)
+    screened: bool = False  # predicted over the budget: never fine-tuned, no file
 
 
 @dataclass(frozen=True)
@@ -64,26 +66,57 @@ def run_trial(
     reference: Reference,
     reference_ms: float,
     staging: str | Path,
+    costing: Costing | None = None,
+    budget_ms: float | None = None,
 ) -> Outcome:
-    """Compress, then evaluate the ONNX artifact: accuracy in ORT, latency measured, size.
+    """Compress, then evaluate the ONNX artifact: accuracy in ORT, latency (measured, or from
+    the target's table), size. With a table that screens, a plan predicted over ``budget_ms``
+    is handed back ``screened`` before anything is trained.
 
     The ONNX file is left in ``staging`` (a folder the driver can read: local, or shared by the
     cluster) for the driver to store with the trial.
     """
     gate = CpuGate()
     start = time.perf_counter()
+    if costing is not None and costing.screen and budget_ms is not None:
+        with gate.work():
+            estimate = costing.predict_plan(experiment, plan)
+        if costing.over_budget(estimate, budget_ms):
+            return Outcome(
+                metrics={
+                    "predicted_latency_ms": estimate.latency_ms,
+                    "predicted_uncertainty_ms": estimate.uncertainty_ms,
+                    "screen_s": time.perf_counter() - start,
+                },
+                onnx_path="",
+                notes={
+                    "screened": f"predicted {estimate.latency_ms:.4f} ms, budget "
+                    f"{budget_ms:.4f} ms: not fine-tuned"
+                },
+                screened=True,
+            )
     with tempfile.TemporaryDirectory() as tmp:
         candidate = compress(experiment, plan, Path(tmp), gate=gate.work)
         with gate.work():
             metrics = OnnxAccuracy(experiment.task)(candidate)
-        latency = MeasuredLatency(
-            reference=reference.onnx,
-            reference_ms=reference_ms,
-            feed=reference.feed,
-            target=experiment.target,
-            gate=gate.measure,
-        )
-        metrics.update(latency(candidate))
+        if costing is not None:
+            with gate.work():
+                predicted = costing.predict_model(
+                    experiment, Path(candidate.onnx_path).read_bytes()
+                )
+            metrics["predicted_latency_ms"] = predicted.latency_ms
+            metrics["predicted_uncertainty_ms"] = predicted.uncertainty_ms
+        if costing is not None and costing.latency == "table":
+            metrics["latency_ms"] = metrics["predicted_latency_ms"]
+        else:
+            latency = MeasuredLatency(
+                reference=reference.onnx,
+                reference_ms=reference_ms,
+                feed=reference.feed,
+                target=experiment.target,
+                gate=gate.measure,
+            )
+            metrics.update(latency(candidate))
         metrics.update(file_size(candidate))
         Path(staging).mkdir(parents=True, exist_ok=True)
         kept = Path(staging) / f"{plan.key}-{uuid.uuid4().hex[:8]}.onnx"
@@ -94,7 +127,13 @@ def run_trial(
 
 
 def run_trial_by_ref(
-    ref: str, plan: dict[str, Any], *, reference_ms: float, staging: str
+    ref: str,
+    plan: dict[str, Any],
+    *,
+    reference_ms: float,
+    staging: str,
+    costing: dict[str, Any] | None = None,
+    budget_ms: float | None = None,
 ) -> Outcome:
     """The entry point of a worker in another process: imports the experiment itself."""
     experiment, reference = _worker_context(ref)
@@ -104,4 +143,6 @@ def run_trial_by_ref(
         reference=reference,
         reference_ms=reference_ms,
         staging=staging,
+        costing=Costing.from_dict(costing) if costing else None,
+        budget_ms=budget_ms,
     )

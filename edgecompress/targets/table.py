@@ -4,16 +4,18 @@ A table is two files, no pickles: ``NAME.csv`` (one row per measured configurati
 ``NAME.json`` (the header: format version, the device description, ONNX Runtime version,
 threads, batch size, date, and the per-inference overhead). Columns:
 
-- ``op`` (``conv1d``, ``conv2d``, ``linear``, ... or ``boundary`` for a cast/quantize between
-  precisions), ``precision`` (``fp32``, ``int8``, ...), ``fused`` (what runs with it, e.g.
-  ``bn+relu``; empty for nothing), ``kernel``, ``groups``, ``spatial`` (``40`` or ``32x32``):
-  the *kind* of the configuration;
-- ``in_channels``, ``out_channels``: its widths;
+- ``op`` (the runtime's kernel: ``Conv``, ``com.microsoft:FusedConv``, ``QLinearConv``,
+  ``MatMulNBits``, and the ``QuantizeLinear``/``DequantizeLinear``/``Cast``/``Transpose`` kernels
+  between precisions), ``precision`` (``fp32``, ``fp16``, ``int8``, ``int4``: what its input
+  holds), ``fused`` (the activation fused into it, e.g. ``Relu``), ``kernel`` (``5``,
+  ``3x3``), ``groups``, ``spatial`` (output size, ``40`` or ``32x32``), ``attrs`` (its other
+  attributes, ``name=value;...``): the *kind* of the configuration;
+- ``in_channels``, ``out_channels``: its widths (elements in and out for a kernel without
+  weights), and ``work``: multiply-adds (elements moved, for a kernel without weights);
 - ``latency_ms`` (median), ``p90_ms``, ``spread_pct`` (the measurement's own spread).
 
-A configuration that was not measured is interpolated across widths among rows of the same
-kind: linearly in multiply-adds, after making latency non-decreasing in multiply-adds (more
-work never predicts less time). Its uncertainty grows with the distance to the rows used.
+A configuration that was not measured is estimated from the rows of the same kind (see
+``targets.interpolate``); its uncertainty grows with the distance to the rows used.
 """
 
 from __future__ import annotations
@@ -21,25 +23,28 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from edgecompress.errors import EdgeCompressError
+from edgecompress.targets.interpolate import Rows
 
 FORMAT_VERSION = 1
-KIND = ("op", "precision", "fused", "kernel", "groups", "spatial")
+KIND = ("op", "precision", "fused", "kernel", "groups", "spatial", "attrs")
 COLUMNS = {
     "op": str,
     "precision": str,
     "fused": str,
-    "kernel": int,
+    "kernel": str,
     "groups": int,
     "spatial": str,
+    "attrs": str,
     "in_channels": int,
     "out_channels": int,
+    "work": float,
     "latency_ms": float,
     "p90_ms": float,
     "spread_pct": float,
@@ -53,19 +58,28 @@ class TableError(EdgeCompressError, ValueError):
 
 @dataclass(frozen=True)
 class Layer:
-    """One layer of a candidate, as a table looks it up."""
+    """One kernel of a candidate as a table looks it up (see the module's docstring)."""
 
     op: str
     precision: str
     in_channels: int
     out_channels: int
-    kernel: int = 1
+    work: float
+    kernel: str = ""
     groups: int = 1
     spatial: str = ""
     fused: str = ""
+    attrs: str = ""
 
     def kind(self) -> tuple[Any, ...]:
-        return (self.op, self.precision, self.fused, self.kernel, self.groups, self.spatial)
+        return tuple(getattr(self, column) for column in KIND)
+
+    def key(self) -> tuple[Any, ...]:
+        """The kind and the widths: what makes two kernels the same measurement."""
+        return (*self.kind(), self.in_channels, self.out_channels, self.work)
+
+    def row(self) -> dict[str, Any]:
+        return {c: getattr(self, c) for c in COLUMNS if hasattr(self, c)}
 
 
 @dataclass(frozen=True)
@@ -102,35 +116,38 @@ class LatencyTable:
         return Prediction(total, math.sqrt(variance), interpolated)
 
     def _entry(self, layer: Layer) -> tuple[float, float, bool]:
-        rows = self._rows(layer.kind())
+        key = layer.key()
+        known = self._cache.get(key)
+        if known is not None:
+            return known
+        rows = self._index.get(layer.kind())
         if rows is None:
             raise TableError(
                 f"the table has no entry of the kind {dict(zip(KIND, layer.kind(), strict=True))}"
                 "; build the table from a space that produces this layer, or add it"
             )
-        macs = layer.in_channels * layer.out_channels / layer.groups
-        work, ms, sd = rows
-        exact = bool(np.any(work == macs))
-        value = float(np.interp(macs, work, ms))
-        if macs > work[-1]:  # beyond the widest measured: extrapolate in proportion to work
-            value = float(ms[-1] * macs / work[-1])
-        nearest = int(np.argmin(np.abs(work - macs)))
-        distance = abs(macs - work[nearest]) / max(work[nearest], 1.0)
-        return value, float(sd[nearest] + value * min(distance, 1.0) * 0.1), exact
+        found = rows.estimate(layer.in_channels, layer.out_channels, layer.work)
+        self._cache[key] = found
+        return found
 
-    def _rows(self, kind: tuple[Any, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        frame = self.entries
-        mask = np.ones(len(frame), dtype=bool)
-        for column, value in zip(KIND, kind, strict=True):
-            mask &= (frame[column] == value).to_numpy()
-        if not mask.any():
-            return None
-        rows = frame[mask]
-        work = (rows["in_channels"] * rows["out_channels"] / rows["groups"]).to_numpy(float)
-        order = np.argsort(work, kind="stable")
-        ms = np.maximum.accumulate(rows["latency_ms"].to_numpy(float)[order])
-        sd = (rows["latency_ms"] * rows["spread_pct"] / 100).to_numpy(float)[order]
-        return work[order], ms, sd
+    @cached_property
+    def _cache(self) -> dict[tuple[Any, ...], tuple[float, float, bool]]:
+        return {}
+
+    @cached_property
+    def _index(self) -> dict[tuple[Any, ...], Rows]:
+        """The rows of each kind, as arrays (built once: a prediction is dictionary lookups,
+        and a fit where a configuration was not measured)."""
+        index = {}
+        for kind, rows in self.entries.groupby(list(KIND), sort=False):
+            index[tuple(kind)] = Rows(
+                rows["in_channels"].to_numpy(float),
+                rows["out_channels"].to_numpy(float),
+                rows["work"].to_numpy(float),
+                rows["latency_ms"].to_numpy(float),
+                (rows["latency_ms"] * rows["spread_pct"] / 100).to_numpy(float),
+            )
+        return index
 
 
 def load_table(path: Path) -> LatencyTable:

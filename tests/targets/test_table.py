@@ -23,16 +23,22 @@ HEADER = {
 }
 
 
+def _work(op: str, cin: int, cout: int) -> float:
+    return float(cin * cout * (5 * 40 if op == "Conv" else 1))
+
+
 def _row(op: str, cin: int, cout: int, ms: float, precision: str = "fp32") -> dict:  # type: ignore[type-arg]
     return {
         "op": op,
         "precision": precision,
-        "fused": "bn+relu" if op == "conv1d" else "",
-        "kernel": 5 if op == "conv1d" else 1,
+        "fused": "Relu" if op == "Conv" else "",
+        "kernel": "5" if op == "Conv" else "",
         "groups": 1,
-        "spatial": "40" if op == "conv1d" else "",
+        "spatial": "40" if op == "Conv" else "",
+        "attrs": "pads=2,2" if op == "Conv" else "transB=1",
         "in_channels": cin,
         "out_channels": cout,
+        "work": _work(op, cin, cout),
         "latency_ms": ms,
         "p90_ms": ms * 1.1,
         "spread_pct": 2.0,
@@ -41,17 +47,27 @@ def _row(op: str, cin: int, cout: int, ms: float, precision: str = "fp32") -> di
 
 def _table() -> LatencyTable:
     rows = [
-        _row("conv1d", 64, 64, 0.10),
-        _row("conv1d", 64, 128, 0.18),
-        _row("conv1d", 64, 256, 0.40),
-        _row("conv1d", 64, 256, 0.12, precision="int8"),
-        _row("linear", 512, 10, 0.02),
+        _row("Conv", 64, 64, 0.10),
+        _row("Conv", 64, 128, 0.18),
+        _row("Conv", 64, 256, 0.40),
+        _row("Conv", 64, 256, 0.12, precision="int8"),
+        _row("Gemm", 512, 10, 0.02),
     ]
     return LatencyTable(pd.DataFrame(rows), dict(HEADER))
 
 
 def _conv(cout: int, precision: str = "fp32") -> Layer:
-    return Layer("conv1d", precision, 64, cout, kernel=5, spatial="40", fused="bn+relu")
+    return Layer(
+        "Conv",
+        precision,
+        64,
+        cout,
+        _work("Conv", 64, cout),
+        kernel="5",
+        spatial="40",
+        fused="Relu",
+        attrs="pads=2,2",
+    )
 
 
 def test_a_table_round_trips_through_csv_and_a_json_header(tmp_path: Path) -> None:
@@ -64,7 +80,8 @@ def test_a_table_round_trips_through_csv_and_a_json_header(tmp_path: Path) -> No
 
 
 def test_prediction_is_the_sum_of_entries_plus_the_overhead() -> None:
-    layers = [_conv(64), _conv(256, "int8"), Layer("linear", "fp32", 512, 10)]
+    gemm = Layer("Gemm", "fp32", 512, 10, 5120.0, attrs="transB=1")
+    layers = [_conv(64), _conv(256, "int8"), gemm]
     prediction = _table().predict(layers)
     assert prediction.latency_ms == pytest.approx(0.01 + 0.10 + 0.12 + 0.02)
     assert prediction.interpolated == 0

@@ -1,0 +1,80 @@
+"""``table build``: a bundle for the experiment's space, measured here, imported as a target.
+
+The work lives in ``targets/NAME/build/`` (the bundle, and ``device.csv`` growing row by row),
+so an interrupted or time-limited build goes on where it stopped when run again.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from edgecompress.errors import EdgeCompressError
+from edgecompress.experiment import Experiment
+from edgecompress.spaces import Space
+from edgecompress.tables.bundle import Bundle, write_bundle
+from edgecompress.targets.imports import Coverage, read_run
+from edgecompress.targets.profile import Profile, save_profile, targets_root
+from edgecompress.targets.runner import run_bundle
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class Built:
+    profile: Profile
+    coverage: Coverage
+    complete: bool
+    micro_models: int
+    seconds: float
+
+
+def build_table(
+    experiment: Experiment,
+    space: Space,
+    name: str,
+    *,
+    root: Path | str | None = None,
+    levels: int = 9,
+    random: int = 40,
+    time_limit_s: float | None = None,
+    progress: Progress | None = None,
+) -> Built:
+    start = time.monotonic()
+    work = targets_root(root) / name / "build"
+    bundle = work / "bundle"
+    if bundle.exists() and not (bundle / "bundle.json").exists():
+        shutil.rmtree(bundle)  # interrupted while being written: it is rebuilt the same way
+    if not bundle.exists():
+        made: Bundle = write_bundle(
+            experiment,
+            space,
+            bundle,
+            levels=levels,
+            random=random,
+            time_limit_s=time_limit_s,
+            progress=(lambda i, n: progress("plans", i, n)) if progress else None,
+        )
+        if not made.complete:
+            shutil.rmtree(bundle)
+            raise EdgeCompressError(
+                f"the time limit ran out while finding the space's kernels ({made.micro_models}"
+                f" so far); nothing of target {name!r} was written. Raise --time-limit, or "
+                "lower --levels / --random."
+            )
+    left = None if time_limit_s is None else max(time_limit_s - (time.monotonic() - start), 1.0)
+    header = run_bundle(
+        bundle,
+        work / "device.csv",
+        threads=experiment.target.threads,
+        time_limit_s=left,
+        progress=(lambda i, n: progress("kernels", i, n)) if progress else None,
+    )
+    table, coverage = read_run(work / "device.csv", manifest=bundle / "manifest.csv")
+    target = replace(experiment.target, name=name)
+    profile = save_profile(target, table, (bundle / "reference.onnx").read_bytes(), root)
+    micro = len(coverage.missing) + coverage.rows
+    return Built(profile, coverage, bool(header["complete"]), micro, time.monotonic() - start)

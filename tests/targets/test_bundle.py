@@ -1,0 +1,157 @@
+"""A bundle measured in a separate process as if on another device, imported as a target;
+runs that are interrupted resume; malformed runs are refused with the column and row named."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from edgecompress.search.engine import checked_reference, space_of
+from edgecompress.spaces import baseline_params
+from edgecompress.tables.bundle import enumerate_plans, write_bundle
+from edgecompress.tables.predict import predict_plan
+from edgecompress.targets.imports import read_run
+from edgecompress.targets.profile import load_profile, save_profile
+from edgecompress.targets.table import TableError
+from edgecompress.targets.target import Target
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _tiny():  # type: ignore[no-untyped-def]
+    from edgecompress import load_experiment
+
+    return load_experiment(f"{Path(__file__).parents[1] / 'tiny_experiment.py'}:experiment")
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    tiny = _tiny()
+    out = tmp_path_factory.mktemp("bundle") / "b"
+    space = space_of(tiny, checked_reference(tiny))
+    made = write_bundle(tiny, space, out, levels=2, random=2)
+    return made, space
+
+
+def _run(bundle_dir: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+    # only onnxruntime and numpy: the runner is a file of its own, run by path
+    return subprocess.run(
+        [sys.executable, str(bundle_dir / "run.py"), "-o", str(out), *extra],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=bundle_dir.parent,
+    )
+
+
+def test_the_space_is_enumerated_at_every_level_and_precision(tiny) -> None:  # type: ignore[no-untyped-def]
+    space = space_of(tiny, checked_reference(tiny))
+    plans = enumerate_plans(space, levels=3, random=0)
+    prune = {p.get("prune.conv1") for p in plans}
+    assert {0.0} < prune and len(prune) >= 3  # uncompressed, half way, most compressed
+    bits = {p.get("bits.fc") for p in plans}
+    assert {32, 8} <= bits
+    assert {p.get("method.quant") for p in plans} >= {"static", "dynamic"}
+    assert all(p.get("finetune.epochs") == 0 for p in plans)  # built for latency, not trained
+    assert baseline_params(space, "teacher")  # the uncompressed plan is among them
+    assert len({p.key for p in plans}) == len(plans)
+
+
+def test_a_bundle_run_elsewhere_imports_as_a_target_and_predicts(
+    bundle,  # type: ignore[no-untyped-def]
+    tiny,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    made, space = bundle
+    manifest = pd.read_csv(made.path / "manifest.csv", keep_default_na=False)
+    assert len(manifest) == made.micro_models > 5
+    assert manifest["id"].is_unique
+    for name in ("run.py", "reference.onnx", "overhead.onnx", "bundle.json"):
+        assert (made.path / name).is_file()
+
+    device = tmp_path / "device.csv"
+    # a time limit stops the run part-way; run again, it goes on without repeating a row
+    first = _run(made.path, device, "--time-limit", "0.5")
+    assert "partial" in first.stdout
+    partial = pd.read_csv(device, keep_default_na=False)
+    assert 0 < len(partial) < len(manifest)
+    second = _run(made.path, device)
+    assert "complete" in second.stdout
+    done = pd.read_csv(device, keep_default_na=False)
+    assert sorted(done["id"]) == sorted(manifest["id"])
+    assert json.loads(device.with_suffix(".json").read_text())["complete"] is True
+
+    table, coverage = read_run(device, manifest=made.path / "manifest.csv")
+    assert coverage.missing == [] and coverage.rows == len(manifest)
+    assert (table.entries["latency_ms"] >= 0).all()
+    profile = save_profile(Target(name="pi"), table, None, tmp_path / "targets")
+    again = load_profile("pi", tmp_path / "targets")
+    assert again.table is not None and again.target.name == "pi"
+    plan = space.sample(__import__("optuna").trial.FixedTrial(baseline_params(space, "int8")))
+    prediction = predict_plan(again.table, tiny, plan)
+    assert prediction.latency_ms > table.header["overhead_ms"] > 0
+    assert profile.folder == tmp_path / "targets" / "pi"
+
+
+def _write_run(tmp_path: Path, rows: pd.DataFrame, header: dict) -> Path:  # type: ignore[type-arg]
+    out = tmp_path / "run.csv"
+    rows.to_csv(out, index=False)
+    out.with_suffix(".json").write_text(json.dumps(header))
+    return out
+
+
+def _measured(bundle_dir: Path) -> pd.DataFrame:
+    rows = pd.read_csv(bundle_dir / "manifest.csv", dtype=str, keep_default_na=False)
+    return rows.assign(latency_ms="0.01", p90_ms="0.012", spread_pct="3", status="ok")
+
+
+HEADER = {
+    "device": {"cpu_model": "Cortex-A76"},
+    "threads": 1,
+    "batch_size": 1,
+    "date": "2026-11-22",
+    "reference_ms": 0.02,
+    "overhead_ms": 0.005,
+    "complete": True,
+}
+
+
+def test_import_refuses_a_malformed_run_naming_the_column_and_row(bundle, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    made, _ = bundle
+    rows = _measured(made.path)
+    bad = rows.copy()
+    bad.loc[1, "latency_ms"] = "1,5"
+    with pytest.raises(TableError, match=r"row 2, column 'latency_ms': '1,5' is not a number"):
+        read_run(_write_run(tmp_path, bad, HEADER))
+    with pytest.raises(TableError, match=r"missing columns \['work'\]"):
+        read_run(_write_run(tmp_path, rows.drop(columns=["work"]), HEADER))
+    strange = rows.copy()
+    strange.loc[2, "status"] = "maybe"
+    with pytest.raises(TableError, match=r"row 3, column 'status': 'maybe'"):
+        read_run(_write_run(tmp_path, strange, HEADER))
+    with pytest.raises(TableError, match=r"missing keys \['reference_ms'\]"):
+        read_run(
+            _write_run(tmp_path, rows, {k: v for k, v in HEADER.items() if k != "reference_ms"})
+        )
+
+
+def test_failed_and_absent_rows_are_reported_missing_not_guessed(bundle, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    made, _ = bundle
+    rows = _measured(made.path)
+    rows.loc[0, ["latency_ms", "p90_ms", "spread_pct", "status"]] = [
+        "",
+        "",
+        "",
+        "failed: NOT_IMPLEMENTED: MatMulNBits",
+    ]
+    run = _write_run(tmp_path, rows.drop(index=[1]), HEADER)
+    table, coverage = read_run(run, manifest=made.path / "manifest.csv")
+    ids = rows["id"].tolist()
+    assert coverage.missing[0].startswith(f"{ids[0]} (failed: NOT_IMPLEMENTED")
+    assert ids[1] in coverage.missing
+    assert coverage.rows == len(rows) - 2 == len(table.entries)
+    assert table.header["complete"] is False
+    assert "2 missing" in coverage.summary()

@@ -1,0 +1,105 @@
+"""The ``table`` commands: build here and validate, import a device's run, errors named."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgecompress.cli import EXIT_BAD_INPUT, main
+from edgecompress.targets.profile import load_profile
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+TINY = f"{Path(__file__).parents[1] / 'tiny_experiment.py'}:experiment"
+
+
+def test_build_then_validate_on_this_machine(workdir: Path, capsys: pytest.CaptureFixture) -> None:  # type: ignore[type-arg]
+    args = ["--experiment", TINY, "--targets", "targets"]
+    assert main(["table", "build", "--levels", "2", "--random", "1", *args]) == 0
+    out = capsys.readouterr().out
+    assert "target local-cpu" in out and "(complete)" in out
+    profile = load_profile("local-cpu", "targets")
+    assert profile.table is not None and profile.reference.is_file()
+    assert profile.table.header["device"]["onnxruntime"]
+    rows = len(profile.table.entries)
+
+    # a second build goes on from what is there: nothing left to measure, nothing repeated
+    assert main(["table", "build", "--levels", "2", "--random", "1", *args]) == 0
+    assert len(load_profile("local-cpu", "targets").table.entries) == rows  # type: ignore[union-attr]
+    capsys.readouterr()
+
+    code = main(["table", "validate", "--samples", "3", "--format", "json", *args])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["samples"] == 3
+    assert 0.0 <= summary["within_10pct"] <= 1.0
+    assert summary["mape"] >= 0 and summary["noise_pct"] >= 0
+    assert -1.0 <= summary["spearman"] <= 1.0
+
+
+def test_import_writes_a_target_and_validate_refuses_another_device(
+    workdir: Path,
+    capsys: pytest.CaptureFixture,  # type: ignore[type-arg]
+) -> None:
+    bundle = workdir / "bundle"
+    assert (
+        main(
+            [
+                "table",
+                "plan",
+                "--experiment",
+                TINY,
+                "--levels",
+                "2",
+                "--random",
+                "0",
+                "-o",
+                str(bundle),
+            ]
+        )
+        == 0
+    )
+    assert "run.py -o device.csv" in capsys.readouterr().out
+    import pandas as pd
+
+    rows = pd.read_csv(bundle / "manifest.csv", dtype=str, keep_default_na=False)
+    rows.assign(latency_ms=0.01, p90_ms=0.01, spread_pct=1.0, status="ok").to_csv(
+        workdir / "device.csv", index=False
+    )
+    header = {
+        "device": {"cpu_model": "Cortex-A76", "onnxruntime": "1.20.0"},
+        "threads": 1,
+        "batch_size": 1,
+        "date": "2026-11-22",
+        "reference_ms": 0.02,
+        "overhead_ms": 0.004,
+    }
+    (workdir / "device.json").write_text(json.dumps(header))
+    code = main(
+        [
+            "table",
+            "import",
+            "device.csv",
+            "--target",
+            "my-pi",
+            "--bundle",
+            str(bundle),
+            "--targets",
+            "targets",
+        ]
+    )
+    assert code == 0
+    assert "Cortex-A76" in capsys.readouterr().out
+    profile = load_profile("my-pi", "targets")
+    assert profile.table is not None and len(profile.table.entries) == len(rows)
+
+    code = main(
+        ["table", "validate", "--target", "my-pi", "--targets", "targets", "--experiment", TINY]
+    )
+    assert code == EXIT_BAD_INPUT
+    assert "measured on 'Cortex-A76'" in capsys.readouterr().err
+
+    (workdir / "device.csv").write_text("id,op\nk0,Conv\n")
+    code = main(["table", "import", "device.csv", "--target", "bad", "--targets", "targets"])
+    assert code == EXIT_BAD_INPUT
+    assert "missing columns" in capsys.readouterr().err
+    assert not (workdir / "targets" / "bad").exists()  # nothing written
