@@ -3,7 +3,7 @@
 VENV := .venv/bin
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup demo test bench bench-techniques bench-quantization clean
+.PHONY: setup demo test bench bench-techniques bench-quantization bench-tables clean
 
 setup:
 	@bash scripts/setup.sh
@@ -26,6 +26,9 @@ bench-techniques: setup
 
 bench-quantization: setup
 	$(VENV)/python bench/quantization.py --search-trials 20 --speedup 5
+
+bench-tables: setup
+	$(VENV)/python bench/latency_table.py --samples 50 --trials 24 --speedup 30
 
 clean:
 	rm -rf .venv demo.db demo.db.artifacts out

@@ -57,7 +57,7 @@ def naive(table: LatencyTable, device_csv: Path) -> LatencyTable:
     alone = alone[alone["status"].isin(["ok", "noisy"])].reset_index(drop=True)
     entries = table.entries.copy()
     entries["latency_ms"] = alone["alone_ms"].astype(float).to_numpy()
-    return LatencyTable(entries, {**table.header, "overhead_ms": 0.0})
+    return LatencyTable(entries, {**table.header, "overhead_ms": 0.0, "scale": 1.0})
 
 
 def prove(samples: int) -> dict[str, Any]:
@@ -207,13 +207,21 @@ def main() -> None:
     out = HERE / "latency_table.json"
     if out.exists():
         report = json.loads(out.read_text()) | report
+
+    def save() -> None:  # after each phase: a later one failing loses nothing
+        out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+
     if not args.skip_build:
         report["build"] = build(args.levels, args.random)
-    report["validate"] = prove(args.samples)
+        save()
+    if args.samples:
+        report["validate"] = prove(args.samples)
+        save()
     if args.trials:
         report["search"] = searches(args.trials, args.speedup, args.workers)
-    out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    print(json.dumps({k: v for k, v in report["validate"].items() if k != "rows"}, indent=2))
+        save()
+    shown = {k: v for k, v in report.get("validate", {}).items() if k != "rows"}
+    print(json.dumps(shown, indent=2))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from edgecompress.tables.bundle import write_bundle
 from edgecompress.tables.validate import validate
 from edgecompress.targets import describe_device
 from edgecompress.targets.imports import read_run
-from edgecompress.targets.profile import LOCAL, load_profile, save_profile
+from edgecompress.targets.profile import LOCAL, Profile, load_profile, save_profile
 from edgecompress.targets.target import Target
 
 EXAMPLE = "examples/mnist1d.py:experiment"
@@ -33,7 +34,10 @@ def add_parser(sub: Any) -> None:
     _experiment(b)
     _enumeration(b)
     b.add_argument(
-        "--time-limit", type=float, help="seconds; what is measured is kept, run again to go on"
+        "--time-limit",
+        type=float,
+        help="seconds; finding the kernels must fit in it, measuring them stops and resumes: "
+        "what is measured is kept, the same command goes on",
     )
 
     p = tsub.add_parser("plan", help="write a bundle of micro-models to measure on a device")
@@ -147,11 +151,15 @@ def _plan(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace) -> int:
     manifest = args.bundle / "manifest.csv" if args.bundle else None
     table, coverage = read_run(args.run, manifest=manifest)
-    target = Target(
-        name=args.target,
-        threads=int(table.header["threads"]),
-        batch_size=int(table.header["batch_size"]),
-    )
+    settings = {"threads": int(table.header["threads"]), "batch": int(table.header["batch_size"])}
+    try:  # a target the user wrote keeps its fields; the run says how it was measured
+        before: Profile | None = load_profile(args.target, args.targets)
+    except EdgeCompressError:
+        before = None
+    base = before.target if before is not None else Target(name=args.target)
+    target = replace(base, threads=settings["threads"], batch_size=settings["batch"])
+    if before is not None and before.table is not None:
+        print(f"target {args.target}: its table is replaced by this run")
     reference = args.bundle / "reference.onnx" if args.bundle else None
     profile = save_profile(
         target, table, reference.read_bytes() if reference else None, args.targets

@@ -13,6 +13,7 @@ from edgecompress.evaluators import measure_ratio, onnx_accuracy, session
 from edgecompress.experiment import Experiment
 from edgecompress.gate import CpuGate
 from edgecompress.search import Result
+from edgecompress.search.costing import measurable_here
 from edgecompress.search.front import download
 from edgecompress.search.trial import reference_of
 from edgecompress.targets import describe_device
@@ -62,8 +63,10 @@ def export(
         model = download(result, number, Path(tmp) / "model.onnx")
         _verify(experiment, model, record)
         manifest = _manifest(result, record)
-        if remeasure:
+        if remeasure and measurable_here(result):
             manifest["metrics"]["latency_ms_remeasured"] = _remeasure(experiment, result, model)
+        elif remeasure:  # its latency is another device's, from that device's table
+            manifest["metrics"]["latency_ms_remeasured"] = None
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(model, path)
     path.with_suffix(".json").write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")

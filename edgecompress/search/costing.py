@@ -92,7 +92,7 @@ def costing_for(
     targets: str | None,
 ) -> Costing | None:
     """How a new search uses its target's table (None: live measurement alone), checked."""
-    from edgecompress.errors import EdgeCompressError
+    from edgecompress.errors import EdgeCompressError, mismatch
     from edgecompress.targets.profile import load_profile
 
     if latency is not None and latency not in SOURCES:
@@ -106,19 +106,26 @@ def costing_for(
             f"{profile.require_table().header['device'].get('cpu_model')!r}): its latency can "
             "only come from its table. Use --latency table."
         )
-    wants_table = source == "table" or bool(screen)
-    if profile.table is None and not wants_table:
+    asked = latency == "table" or bool(screen) or not local
+    if profile.table is None and not asked:
         return None
     table = profile.require_table()
     settings = {"threads": experiment.target.threads, "batch_size": experiment.target.batch_size}
-    differ = {k: (v, table.header[k]) for k, v in settings.items() if int(table.header[k]) != v}
-    if differ:
+    differ = {k: (table.header[k], v) for k, v in settings.items() if int(table.header[k]) != v}
+    if differ and not asked:
+        return None  # a live search on this machine; that table was built for other settings
+    if not table.header.get("complete", True):
         raise EdgeCompressError(
-            f"target {profile.target.name!r}'s table was measured with "
-            + ", ".join(f"{k} {t}" for k, (_, t) in differ.items())
-            + "; the experiment's target runs "
-            + ", ".join(f"{k} {v}" for k, (v, _) in differ.items())
-            + ". Build the table with the experiment's settings, or change Experiment.target."
+            f"target {profile.target.name!r}'s table is incomplete (a build stopped by its time "
+            "limit, or a device run that did not reach every kernel): run the same `table "
+            "build` again, or the bundle's run.py on the device, then import it."
+        )
+    if differ:
+        was, runs = mismatch(differ)
+        raise EdgeCompressError(
+            f"target {profile.target.name!r}'s table was measured with {was}; the experiment's "
+            f"target runs {runs}. Build the table with the experiment's settings, or change "
+            "Experiment.target."
         )
     return Costing(
         target=profile.target.name,
@@ -126,3 +133,13 @@ def costing_for(
         latency=source,
         screen=screen if screen is not None else True,
     )
+
+
+def measurable_here(result: Any) -> bool:
+    """Whether a study's latencies can be measured on this machine: live ones, or a table's
+    measured on this CPU."""
+    data = result.meta.get("costing")
+    if not data or data["latency"] == "live":
+        return True
+    header = _table(data["folder"]).header
+    return bool(header["device"].get("cpu_model") == describe_device()["cpu_model"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from edgecompress.search.study import (
 )
 from edgecompress.search.trial import Outcome, Reference, reference_of
 from edgecompress.spaces import AutoSpace, Space, describe
-from edgecompress.targets import describe_device
+from edgecompress.targets import Target, describe_device
 
 
 def space_of(experiment: Experiment, reference: Reference) -> Space:
@@ -119,6 +120,7 @@ def open_ledger(
     reference: Reference,
     costing: Costing | None = None,
     asked_costing: bool = False,
+    screen_asked: bool = False,
 ) -> Ledger:
     """Resume the study (its settings checked) or create it (reference measured, budget checked).
 
@@ -144,7 +146,7 @@ def open_ledger(
             wanted, _ = resolve_budget(budget_ms, speedup, meta["reference_latency_ms"])
         check_resume(existing, sig, wanted)
         if asked_costing:
-            check_costing(meta.get("costing"), costing)
+            check_costing(meta.get("costing"), costing, screen_asked)
     else:
         meta = new_study_meta(
             experiment, space, budget_ms, speedup, reference, storage, name, costing
@@ -171,6 +173,7 @@ def new_study_meta(
     costing: Costing | None = None,
 ) -> dict[str, Any]:
     resolve_budget(budget_ms, speedup, 1.0)  # refuse bad budget arguments before measuring
+    table_only = costing is not None and costing.latency == "table"
     if costing is not None and costing.latency == "table":
         reference_ms = costing.predict_model(experiment, reference.onnx).latency_ms
         budget, speedup = resolve_budget(budget_ms, speedup, reference_ms)
@@ -194,10 +197,17 @@ def new_study_meta(
         "budget_ms": budget,
         "speedup": speedup,
         "reference_latency_ms": reference_ms,
-        "target": experiment.target.to_dict(),
-        "device": describe_device(),
+        "target": target_of(experiment, costing).to_dict(),
+        "device": costing.table.header["device"]
+        if costing is not None and table_only
+        else describe_device(),
         "artifacts": str(artifacts_dir(storage, name)),
     }
+
+
+def target_of(experiment: Experiment, costing: Costing | None) -> Target:
+    """The target a study's latencies are for: the experiment's, named after the table's."""
+    return experiment.target if costing is None else replace(experiment.target, name=costing.target)
 
 
 def search(
@@ -250,6 +260,7 @@ def search(
         reference=reference,
         costing=costing,
         asked_costing=any(x is not None for x in (target, latency, screen)),
+        screen_asked=screen is not None,
     )
     done = ledger.completed()
     bar = tqdm(

@@ -64,6 +64,11 @@ class FailureCount:
             )
 
 
+def screening_budget(ledger: Ledger, trial: optuna.Trial) -> float | None:
+    """The budget a trial is screened against; None for the baselines, which always run."""
+    return None if trial.user_attrs.get("baseline") else ledger.budget_ms
+
+
 def run_in_process(
     ledger: Ledger, experiment: Experiment, reference: Reference, total: int, on_done: OnDone
 ) -> None:
@@ -78,7 +83,7 @@ def run_in_process(
                 reference_ms=ledger.reference_ms,
                 staging=ledger.staging,
                 costing=ledger.costing,
-                budget_ms=ledger.budget_ms,
+                budget_ms=screening_budget(ledger, trial),
             )
         except Exception as exc:  # noqa: BLE001 - recorded on the trial
             error = describe_error(exc)

@@ -22,7 +22,12 @@ import optuna
 
 from edgecompress.errors import EdgeCompressError
 from edgecompress.experiment import Experiment
-from edgecompress.search.executors import FailureCount, OnDone, describe_error
+from edgecompress.search.executors import (
+    FailureCount,
+    OnDone,
+    describe_error,
+    screening_budget,
+)
 from edgecompress.search.ledger import Ledger
 from edgecompress.search.trial import Outcome, run_trial_by_ref
 
@@ -162,7 +167,7 @@ def _searcher_class() -> type:
                 "reference_ms": self.ledger.reference_ms,
                 "staging": self.ledger.staging,
                 "costing": costing.to_dict() if (costing := self.ledger.costing) else None,
-                "budget_ms": self.ledger.budget_ms,
+                "budget_ms": screening_budget(self.ledger, trial),
             }
 
         def on_trial_complete(

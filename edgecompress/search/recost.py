@@ -47,8 +47,8 @@ def remeasure_front(
     with tempfile.TemporaryDirectory() as tmp:
         for _, trial in front.iterrows():
             number = int(trial["trial"])
-            predicted = _predicted(study, number)
-            if predicted is None:
+            predicted, raw = _predicted(study, number, costing)
+            if predicted is None or raw is None:
                 continue
             model = download(result, number, Path(tmp) / f"{number}.onnx")
             with gate.measure():
@@ -58,6 +58,7 @@ def remeasure_front(
                 "live_ms": live,
                 "predicted_ms": predicted,
                 "residual": live / predicted,
+                "table_ms": raw,  # the table's own milliseconds, before any correction
             }
     if not rows:
         return None
@@ -65,15 +66,25 @@ def remeasure_front(
     record = {"trials": rows, "median_residual": median, "latency": costing.latency}
     meta = dict(study.user_attrs[META])
     meta["residuals"] = record
-    if costing.latency == "live":  # later predictions (screening on resume) absorb it
-        meta["costing"] = costing.corrected(median).to_dict()
+    if costing.latency == "live":  # later predictions (screening on resume) use it
+        # set from the table's own numbers, not multiplied: a resume re-measuring the same
+        # trials gives the same correction again
+        factor = float(np.median([r["live_ms"] / r["table_ms"] for r in rows.values()]))
+        meta["costing"] = replace(costing, correction=factor).to_dict()
     study.set_user_attr(META, meta)
     return record
 
 
-def _predicted(study: optuna.Study, number: int) -> float | None:
-    value = study.trials[number].user_attrs.get("predicted_latency_ms")
-    return None if value is None else float(value)
+def _predicted(
+    study: optuna.Study, number: int, costing: Costing
+) -> tuple[float | None, float | None]:
+    """The trial's prediction as recorded, and the table's own (uncorrected) milliseconds."""
+    attrs = study.trials[number].user_attrs
+    predicted = attrs.get("predicted_latency_ms")
+    if predicted is None:
+        return None, None
+    raw = attrs.get("table_latency_ms", float(predicted) / costing.correction)
+    return float(predicted), float(raw)
 
 
 def recost(

@@ -78,7 +78,7 @@ def check_resume(study: optuna.Study, now: dict[str, Any], budget_ms: float | No
         )
 
 
-def check_costing(stored: dict[str, Any] | None, now: Any) -> None:
+def check_costing(stored: dict[str, Any] | None, now: Any, screen_asked: bool = True) -> None:
     """A resumed study keeps the latency source it was created with."""
     if now is None or stored is None:
         if (now is None) != (stored is None):
@@ -88,11 +88,15 @@ def check_costing(stored: dict[str, Any] | None, now: Any) -> None:
                 "created (the same --target, --latency and --screen), or start a new --study."
             )
         return
-    if stored["latency"] != now.latency or stored["target"] != now.target:
+    screen = now.screen if screen_asked else stored["screen"]
+    same = (stored["latency"], stored["target"], stored["screen"])
+    if same != (now.latency, now.target, screen):
+        screening = {True: "with screening", False: "without screening"}
         raise EdgeCompressError(
-            f"this study takes its latency {stored['latency']} from target {stored['target']!r};"
-            f" asked now: {now.latency} from {now.target!r}. Resume it as it was created, or "
-            "start a new --study."
+            f"this study takes its latency {stored['latency']} from target {stored['target']!r}"
+            f" {screening[stored['screen']]}; asked now: {now.latency} from {now.target!r} "
+            f"{screening[screen]}. Resume it as it was created (the same --target, "
+            "--latency and --screen / --no-screen), or start a new --study."
         )
 
 

@@ -23,6 +23,7 @@ from edgecompress.experiment import Experiment, load_experiment
 from edgecompress.gate import CpuGate
 from edgecompress.plan import Plan
 from edgecompress.search.costing import Costing
+from edgecompress.targets.table import Prediction, TableError
 
 
 @dataclass(frozen=True)
@@ -78,10 +79,11 @@ def run_trial(
     """
     gate = CpuGate()
     start = time.perf_counter()
+    notes: dict[str, Any] = {}
     if costing is not None and costing.screen and budget_ms is not None:
         with gate.work():
-            estimate = costing.predict_plan(experiment, plan)
-        if costing.over_budget(estimate, budget_ms):
+            estimate = _table_estimate(costing, experiment, plan, notes)
+        if estimate is not None and costing.over_budget(estimate, budget_ms):
             return Outcome(
                 metrics={
                     "predicted_latency_ms": estimate.latency_ms,
@@ -101,11 +103,12 @@ def run_trial(
             metrics = OnnxAccuracy(experiment.task)(candidate)
         if costing is not None:
             with gate.work():
-                predicted = costing.predict_model(
-                    experiment, Path(candidate.onnx_path).read_bytes()
-                )
-            metrics["predicted_latency_ms"] = predicted.latency_ms
-            metrics["predicted_uncertainty_ms"] = predicted.uncertainty_ms
+                model = Path(candidate.onnx_path).read_bytes()
+                predicted = _table_estimate(costing, experiment, model, notes)
+            if predicted is not None:
+                metrics["predicted_latency_ms"] = predicted.latency_ms
+                metrics["predicted_uncertainty_ms"] = predicted.uncertainty_ms
+                metrics["table_latency_ms"] = predicted.latency_ms / costing.correction
         if costing is not None and costing.latency == "table":
             metrics["latency_ms"] = metrics["predicted_latency_ms"]
         else:
@@ -123,7 +126,24 @@ def run_trial(
         shutil.copyfile(candidate.onnx_path, kept)
     metrics["trial_s"] = time.perf_counter() - start
     metrics["gate_wait_s"] = gate.waited_s
-    return Outcome(metrics=metrics, onnx_path=str(kept), notes=dict(candidate.notes))
+    return Outcome(metrics=metrics, onnx_path=str(kept), notes={**candidate.notes, **notes})
+
+
+def _table_estimate(
+    costing: Costing, experiment: Experiment, what: Plan | bytes, notes: dict[str, Any]
+) -> Prediction | None:
+    """The table's prediction for a plan or a built file. In a live search a table that
+    cannot predict it (a kind it never measured) only costs the estimate, noted; when the
+    latency comes from the table, that is an error of the trial."""
+    try:
+        if isinstance(what, bytes):
+            return costing.predict_model(experiment, what)
+        return costing.predict_plan(experiment, what)
+    except TableError as exc:
+        if costing.latency == "table":
+            raise
+        notes["table"] = f"no estimate: {exc}"
+        return None
 
 
 def run_trial_by_ref(

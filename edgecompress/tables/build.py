@@ -6,13 +6,14 @@ so an interrupted or time-limited build goes on where it stopped when run again.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from edgecompress.errors import EdgeCompressError
+from edgecompress.errors import EdgeCompressError, mismatch
 from edgecompress.experiment import Experiment
 from edgecompress.spaces import Space
 from edgecompress.tables.bundle import Bundle, write_bundle
@@ -48,6 +49,8 @@ def build_table(
     bundle = work / "bundle"
     if bundle.exists() and not (bundle / "bundle.json").exists():
         shutil.rmtree(bundle)  # interrupted while being written: it is rebuilt the same way
+    if bundle.exists():
+        _check_same(bundle, experiment, levels, random)
     if not bundle.exists():
         made: Bundle = write_bundle(
             experiment,
@@ -78,3 +81,17 @@ def build_table(
     profile = save_profile(target, table, (bundle / "reference.onnx").read_bytes(), root)
     micro = len(coverage.missing) + coverage.rows
     return Built(profile, coverage, bool(header["complete"]), micro, time.monotonic() - start)
+
+
+def _check_same(bundle: Path, experiment: Experiment, levels: int, random: int) -> None:
+    """A build folder goes on only with the experiment and enumeration it was started with."""
+    meta = json.loads((bundle / "bundle.json").read_text())
+    now = {"experiment": experiment.ref or experiment.name, "levels": levels, "random": random}
+    differ = {k: (meta.get(k), v) for k, v in now.items() if meta.get(k) != v}
+    if differ:
+        was, asked = mismatch(differ)
+        raise EdgeCompressError(
+            f"{bundle.parent} holds a build started with {was}; asked now: {asked}. Run the "
+            f"same command as before to finish it, or remove {bundle.parent} to start a new "
+            "build (its measurements are lost)."
+        )

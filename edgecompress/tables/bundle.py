@@ -133,11 +133,14 @@ def write_bundle(
     *,
     levels: int = 9,
     random: int = 40,
+    whole: int = 30,
     time_limit_s: float | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Bundle:
     """Writes ``out/``: ``manifest.csv``, one micro-model and one null model per distinct
-    kernel, ``reference.onnx``, ``overhead.onnx``, ``bundle.json`` and ``run.py``."""
+    kernel, ``reference.onnx``, ``overhead.onnx``, ``bundle.json`` and ``run.py``; and
+    ``whole.csv`` with ``whole`` of the plans' models (``whole/``), measured whole on the device
+    to calibrate the sum of entries against (see ``targets.imports``)."""
     if (out / "bundle.json").exists():
         raise EdgeCompressError(
             f"{out} already holds a bundle; remove it or choose another folder (-o)"
@@ -150,20 +153,42 @@ def write_bundle(
     rows: dict[tuple[Any, ...], dict[str, Any]] = {}
     failed: list[str] = []
     complete = True
-    for i, built in enumerate(_built(experiment, plans, failed)):
+    every = max(1, len(plans) // max(whole, 1)) if whole else 0
+    wholes: list[dict[str, Any]] = []
+    for i, built in _built(experiment, plans, failed):
         if progress:
             progress(i, len(plans))
-        for kernel in kernels(built, feed, threads=experiment.target.threads):
+        try:
+            found = kernels(built, feed, threads=experiment.target.threads)
+        except Exception as exc:  # noqa: BLE001 - a graph this decomposition cannot read
+            failed.append(f"{plans[i].key}: {type(exc).__name__}: {exc}")
+            continue
+        for kernel in found:
             key = kernel.layer.key()
             if key not in rows:
                 rows[key] = _write(kernel, models, len(rows))
+        if every and i % every == 0 and len(wholes) < whole:
+            name = f"whole/w{len(wholes):03d}.onnx"
+            (out / "whole").mkdir(exist_ok=True)
+            (out / name).write_bytes(built)
+            ids = " ".join(rows[k.layer.key()]["id"] for k in found)
+            wholes.append({"id": f"w{len(wholes):03d}", "file": name, "kernels": ids})
         if deadline is not None and time.monotonic() > deadline:
             complete = i + 1 == len(plans)
             break
     _write_manifest(out, list(rows.values()))
+    if wholes:
+        import pandas as pd
+
+        pd.DataFrame(wholes).to_csv(out / "whole.csv", index=False)
     _write_fixed(experiment, out, feed)
+    manifest = (out / "manifest.csv").read_bytes()
     meta = {
         "name": experiment.name,
+        "experiment": experiment.ref or experiment.name,
+        "levels": levels,
+        "random": random,
+        "bundle_id": hashlib.sha256(manifest).hexdigest()[:16],
         "threads": experiment.target.threads,
         "batch_size": experiment.target.batch_size,
         "plans": len(plans),
@@ -176,9 +201,11 @@ def write_bundle(
     return Bundle(out, len(rows), len(plans), failed, complete)
 
 
-def _built(experiment: Experiment, plans: list[Plan], failed: list[str]) -> Iterator[bytes]:
-    """Each plan's deployable ONNX file (not fine-tuned); a plan that cannot be built is
-    recorded in ``failed`` and skipped."""
+def _built(
+    experiment: Experiment, plans: list[Plan], failed: list[str]
+) -> Iterator[tuple[int, bytes]]:
+    """Each plan's index and deployable ONNX file (not fine-tuned); a plan that cannot be built
+    is recorded in ``failed`` and skipped."""
     with tempfile.TemporaryDirectory() as tmp:
         for i, plan in enumerate(plans):
             try:
@@ -186,7 +213,7 @@ def _built(experiment: Experiment, plans: list[Plan], failed: list[str]) -> Iter
             except InvalidPlan as exc:
                 failed.append(f"{plan.key}: {exc}")
                 continue
-            yield Path(candidate.onnx_path).read_bytes()
+            yield i, Path(candidate.onnx_path).read_bytes()
 
 
 def _write(kernel: Kernel, models: Path, index: int) -> dict[str, Any]:

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 import pandas as pd
 
+from edgecompress.errors import EdgeCompressError
 from edgecompress.experiment import Experiment
 from edgecompress.plan import InvalidPlan
 from edgecompress.spaces import Space
@@ -23,10 +23,17 @@ from edgecompress.targets.table import LatencyTable
 
 @dataclass(frozen=True)
 class Validation:
-    rows: pd.DataFrame  # per sample: plan key, predicted_ms, measured_ms, repeat_ms, error_pct
+    # per sample: plan key, predicted_ms, measured_ms, repeat_ms (the same model measured again,
+    # for the measurement's own noise), error_pct
+    rows: pd.DataFrame
 
     def summary(self) -> dict[str, Any]:
         rows = self.rows
+        if rows.empty:
+            raise EdgeCompressError(
+                "no plan of the space could be built for validation (every sample was an "
+                "invalid plan); check the space with `edgecompress space`"
+            )
         error = (rows["predicted_ms"] - rows["measured_ms"]).abs() / rows["measured_ms"]
         noise = (rows["measured_ms"] - rows["repeat_ms"]).abs() / rows["measured_ms"]
         return {
@@ -79,7 +86,7 @@ def validate(
                     "predicted_ms": predicted.latency_ms,
                     "uncertainty_ms": predicted.uncertainty_ms,
                     "interpolated": predicted.interpolated,
-                    "measured_ms": float(np.mean([first, second])),
+                    "measured_ms": first,
                     "repeat_ms": second,
                 }
             )

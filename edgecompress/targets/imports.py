@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from edgecompress.targets.table import COLUMNS, FORMAT_VERSION, LatencyTable, TableError, _typed
@@ -54,23 +55,27 @@ def read_run(path: Path, *, manifest: Path | None = None) -> tuple[LatencyTable,
     absent = [c for c in needed if c not in frame.columns]
     if absent:
         raise TableError(f"device run {csv}: missing columns {absent}; expected {needed}")
+    frame = frame[~frame["id"].duplicated(keep="last")]  # a kernel tried again: its last row
     failed = frame["status"].str.startswith("failed")
     missing = [
         f"{i} ({s})" for i, s in zip(frame["id"][failed], frame["status"][failed], strict=True)
     ]
     unknown = ~frame["status"].isin(["ok", "noisy"]) & ~failed
     if unknown.any():
-        row = int(unknown.to_numpy().nonzero()[0][0]) + 1
+        row = int(frame.index[unknown.to_numpy()][0]) + 1
         raise TableError(
             f"device run {csv}, row {row}, column 'status': {frame['status'][unknown].iloc[0]!r};"
             " expected ok, noisy or failed: ..."
         )
-    kept = frame[~failed.to_numpy()].reset_index(drop=True)
+    kept = frame[~failed.to_numpy()].copy()  # its index: the rows of the file, for errors
     for column, kind in COLUMNS.items():
         kept[column] = _typed(csv, kept, column, kind)
+    kept = kept.reset_index(drop=True)
+    unmeasured: list[str] = []
     if manifest is not None:
         planned = pd.read_csv(manifest, dtype=str, keep_default_na=False)["id"]
-        missing += sorted(set(planned) - set(frame["id"]))
+        unmeasured = sorted(set(planned) - set(frame["id"]))
+        missing += unmeasured
     table_header: dict[str, Any] = {
         "format_version": FORMAT_VERSION,
         "device": header["device"],
@@ -80,7 +85,54 @@ def read_run(path: Path, *, manifest: Path | None = None) -> tuple[LatencyTable,
         "overhead_ms": float(header["overhead_ms"]),
         "reference_ms": float(header["reference_ms"]),
         "source": str(csv),
-        "complete": bool(header.get("complete", False)) and not missing,
+        # every kernel tried; a kernel the device cannot run is reported, not retried forever
+        "complete": bool(header.get("complete", False)) and not unmeasured,
+        "failed": int(failed.sum()),
     }
+    table_header.update(_calibration(path, frame, kept, float(header["overhead_ms"])))
     coverage = Coverage(len(kept), int((kept["status"] == "noisy").sum()), missing)
     return LatencyTable(kept[list(COLUMNS)], table_header), coverage
+
+
+def _calibration(
+    path: Path, frame: pd.DataFrame, kept: pd.DataFrame, overhead_ms: float
+) -> dict[str, Any]:
+    """The scale of the sum of entries, fitted on the bundle's whole models measured whole.
+
+    A kernel timed alone runs with its weights and inputs hot in cache; inside a model it
+    follows other kernels. The run times a sample of the enumerated plans' models whole; the
+    least-squares ``scale`` (through the origin) maps the sum of their entries onto their time
+    less the call overhead. Without a whole-model file the scale is 1 (the plain sum)."""
+    whole = Path(str(path.with_suffix("")) + "-whole.csv")
+    if not whole.is_file():
+        return {"scale": 1.0}
+    runs = pd.read_csv(whole, dtype=str, keep_default_na=False)
+    ms = dict(
+        zip(
+            frame.loc[~frame["status"].str.startswith("failed"), "id"],
+            kept["latency_ms"],
+            strict=True,
+        )
+    )
+    sums, measured = [], []
+    for row, (ids, value) in enumerate(zip(runs["kernels"], runs["latency_ms"], strict=True), 1):
+        try:
+            sums.append(sum(float(ms[i]) for i in ids.split()))
+            measured.append(float(value) - overhead_ms)
+        except KeyError:
+            continue  # a kernel of it failed on the device: that model cannot calibrate
+        except ValueError:
+            raise TableError(
+                f"whole-model run {whole}, row {row}, column 'latency_ms': {value!r} is not a "
+                "number"
+            ) from None
+    if len(sums) < 3:
+        return {"scale": 1.0}
+    s, m = np.asarray(sums), np.asarray(measured)
+    scale = float(s @ m / (s @ s))
+    before = float(np.median(np.abs(s / m - 1)) * 100)
+    after = float(np.median(np.abs(scale * s / m - 1)) * 100)
+    return {
+        "scale": scale,
+        "calibration": {"models": len(sums), "median_error_pct": [before, after]},
+    }

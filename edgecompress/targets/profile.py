@@ -90,11 +90,14 @@ def load_profile(name: str, root: Path | str | None = None) -> Profile:
 def save_profile(
     target: Target, table: LatencyTable, reference: bytes | None, root: Path | str | None = None
 ) -> Profile:
-    """Writes the target's folder (its table replaced, the rest of the folder kept)."""
+    """Writes the target's folder: target.json, the table, and the table's reference model
+    (without one, a reference left by an earlier table is removed: it is not this table's)."""
     folder = targets_root(root) / target.name
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "target.json").write_text(json.dumps(target.to_dict(), indent=2) + "\n")
     table.save(folder / "table")
     if reference is not None:
         (folder / "reference.onnx").write_bytes(reference)
+    else:
+        (folder / "reference.onnx").unlink(missing_ok=True)
     return Profile(target, folder, table)

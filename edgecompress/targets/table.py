@@ -105,15 +105,17 @@ class LatencyTable:
         return csv, meta
 
     def predict(self, layers: list[Layer]) -> Prediction:
-        """The sum of the layers' entries plus the per-inference overhead."""
-        total = float(self.header["overhead_ms"])
-        variance, interpolated = 0.0, 0
+        """The sum of the layers' entries, times the table's ``scale`` (fitted on whole models
+        measured in the same run; 1 without), plus the per-inference overhead."""
+        scale = float(self.header.get("scale", 1.0))
+        total, variance, interpolated = 0.0, 0.0, 0
         for layer in layers:
             ms, sd, exact = self._entry(layer)
             total += ms
             variance += sd * sd
             interpolated += not exact
-        return Prediction(total, math.sqrt(variance), interpolated)
+        overhead = float(self.header["overhead_ms"])
+        return Prediction(overhead + scale * total, scale * math.sqrt(variance), interpolated)
 
     def _entry(self, layer: Layer) -> tuple[float, float, bool]:
         key = layer.key()
@@ -192,7 +194,8 @@ def _typed(csv: Path, frame: pd.DataFrame, column: str, kind: type) -> pd.Series
     if kind is str:
         return frame[column].astype(str)
     values = []
-    for row, text in enumerate(frame[column], start=1):
+    for index, text in zip(frame.index, frame[column], strict=True):
+        row = int(index) + 1  # the frame's own index: the file's data rows from 0
         try:
             value = kind(float(text)) if kind is int else float(text)
         except ValueError:

@@ -6,12 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import pytest
 
 from edgecompress.search.engine import checked_reference, space_of
 from edgecompress.spaces import baseline_params
-from edgecompress.tables.bundle import enumerate_plans, write_bundle
+from edgecompress.tables.bundle import enumerate_plans, latency_plan, write_bundle
 from edgecompress.tables.predict import predict_plan
 from edgecompress.targets.imports import read_run
 from edgecompress.targets.profile import load_profile, save_profile
@@ -56,7 +57,9 @@ def test_the_space_is_enumerated_at_every_level_and_precision(tiny) -> None:  # 
     assert {32, 8} <= bits
     assert {p.get("method.quant") for p in plans} >= {"static", "dynamic"}
     assert all(p.get("finetune.epochs") == 0 for p in plans)  # built for latency, not trained
-    assert baseline_params(space, "teacher")  # the uncompressed plan is among them
+    fixed = optuna.trial.FixedTrial(baseline_params(space, "teacher"))
+    teacher = latency_plan(space.sample(fixed))  # type: ignore[arg-type]
+    assert teacher.key in {p.key for p in plans}  # the uncompressed model is measured too
     assert len({p.key for p in plans}) == len(plans)
 
 
@@ -86,11 +89,14 @@ def test_a_bundle_run_elsewhere_imports_as_a_target_and_predicts(
 
     table, coverage = read_run(device, manifest=made.path / "manifest.csv")
     assert coverage.missing == [] and coverage.rows == len(manifest)
+    whole = pd.read_csv(made.path / "whole.csv")
+    assert table.header["calibration"]["models"] == len(whole) > 2  # timed whole, too
+    assert table.header["scale"] > 0
     assert (table.entries["latency_ms"] >= 0).all()
     profile = save_profile(Target(name="pi"), table, None, tmp_path / "targets")
     again = load_profile("pi", tmp_path / "targets")
     assert again.table is not None and again.target.name == "pi"
-    plan = space.sample(__import__("optuna").trial.FixedTrial(baseline_params(space, "int8")))
+    plan = space.sample(optuna.trial.FixedTrial(baseline_params(space, "int8")))
     prediction = predict_plan(again.table, tiny, plan)
     assert prediction.latency_ms > table.header["overhead_ms"] > 0
     assert profile.folder == tmp_path / "targets" / "pi"
@@ -123,6 +129,7 @@ def test_import_refuses_a_malformed_run_naming_the_column_and_row(bundle, tmp_pa
     made, _ = bundle
     rows = _measured(made.path)
     bad = rows.copy()
+    bad.loc[0, ["latency_ms", "status"]] = ["", "failed: no kernel"]  # rows keep their numbers
     bad.loc[1, "latency_ms"] = "1,5"
     with pytest.raises(TableError, match=r"row 2, column 'latency_ms': '1,5' is not a number"):
         read_run(_write_run(tmp_path, bad, HEADER))
@@ -155,3 +162,30 @@ def test_failed_and_absent_rows_are_reported_missing_not_guessed(bundle, tmp_pat
     assert coverage.rows == len(rows) - 2 == len(table.entries)
     assert table.header["complete"] is False
     assert "2 missing" in coverage.summary()
+
+
+def test_the_scale_is_fitted_on_the_whole_models_measured_with_the_entries(
+    bundle,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    made, _ = bundle
+    run = _write_run(tmp_path, _measured(made.path), HEADER)  # every entry 0.01 ms
+    whole = pd.read_csv(made.path / "whole.csv", dtype=str)
+    n = whole["kernels"].str.split().str.len()
+    # each whole model took twice the sum of its entries, plus the call overhead
+    whole.assign(latency_ms=HEADER["overhead_ms"] + 2 * 0.01 * n, spread_pct=1.0).to_csv(
+        tmp_path / "run-whole.csv", index=False
+    )
+    table, _ = read_run(run)
+    assert table.header["scale"] == pytest.approx(2.0)
+    before, after = table.header["calibration"]["median_error_pct"]
+    assert before == pytest.approx(50.0) and after == pytest.approx(0.0, abs=1e-9)
+    layers = [table_layer(table, i) for i in range(3)]
+    assert table.predict(layers).latency_ms == pytest.approx(HEADER["overhead_ms"] + 2 * 0.03)
+
+
+def table_layer(table, i: int):  # type: ignore[no-untyped-def]
+    from edgecompress.targets.table import COLUMNS, Layer
+
+    row = table.entries.iloc[i]
+    return Layer(**{c: row[c] for c in COLUMNS if c not in ("latency_ms", "p90_ms", "spread_pct")})

@@ -21,10 +21,13 @@ def test_build_then_validate_on_this_machine(workdir: Path, capsys: pytest.Captu
     assert profile.table is not None and profile.reference.is_file()
     assert profile.table.header["device"]["onnxruntime"]
     rows = len(profile.table.entries)
+    device = workdir / "targets" / "local-cpu" / "build" / "device.csv"
+    lines = device.read_text().count("\n")
 
     # a second build goes on from what is there: nothing left to measure, nothing repeated
     assert main(["table", "build", "--levels", "2", "--random", "1", *args]) == 0
     assert len(load_profile("local-cpu", "targets").table.entries) == rows  # type: ignore[union-attr]
+    assert device.read_text().count("\n") == lines  # no kernel measured twice
     capsys.readouterr()
 
     code = main(["table", "validate", "--samples", "3", "--format", "json", *args])
