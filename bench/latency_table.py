@@ -10,7 +10,7 @@
    measured live both times: wall time, trials trained and screened, the best feasible accuracy
    and when each run first reached the other's final front quality.
 
-Writes bench/latency_table.md and .json. Timings are this machine's, noisy and shared.
+Writes bench/latency_table.json (after each phase). Timings are this machine's, noisy and shared.
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ that ratio times the reference latency taken once at the study's start. Thread c
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -19,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from edgecompress.compress import Candidate
-from edgecompress.evaluators.runtime import session
 from edgecompress.targets import Target
+from edgecompress.targets.runner import Timed, interleaved, stats
 
 
 @dataclass(frozen=True)
@@ -28,30 +27,6 @@ class Measurement:
     ratio: float  # candidate time / reference time, median of the rounds
     spread_pct: float  # inter-quartile range of the per-round ratios, % of the median
     rounds: int
-
-
-class _Timed:
-    def __init__(self, path: Path | bytes, feed: np.ndarray, threads: int) -> None:
-        self.sess = session(path, threads=threads)
-        self.feed = {self.sess.get_inputs()[0].name: feed}
-        self.calls = 1
-
-    def block_ms(self) -> float:
-        """Mean time of one call over a block of ``self.calls`` calls."""
-        run, feed = self.sess.run, self.feed
-        start = time.perf_counter_ns()
-        for _ in range(self.calls):
-            run(None, feed)
-        return (time.perf_counter_ns() - start) / self.calls / 1e6
-
-    def warm_up(self, seconds: float, block_ms: float) -> None:
-        """Runs for ``seconds``, then sizes a block to last about ``block_ms``."""
-        deadline = time.perf_counter() + seconds
-        runs, one = 0, self.block_ms()
-        while time.perf_counter() < deadline or runs < 10:
-            one = min(one, self.block_ms())
-            runs += 1
-        self.calls = max(1, int(block_ms / max(one, 1e-4)))
 
 
 def input_for(example_input: Any, target: Target) -> np.ndarray:
@@ -70,29 +45,30 @@ def measure_ratio(
     warmup_s: float = 0.3,
     block_ms: float = 25.0,
 ) -> Measurement:
-    cand, ref = _Timed(candidate, feed, threads), _Timed(reference, feed, threads)
-    cand.warm_up(warmup_s, block_ms)
-    ref.warm_up(warmup_s, block_ms)
-    ratios = []
-    for r in range(rounds):
-        if r % 2:
-            c = cand.block_ms()
-            f = ref.block_ms()
-        else:
-            f = ref.block_ms()
-            c = cand.block_ms()
-        ratios.append(c / f)
-    q25, q50, q75 = np.percentile(ratios, [25, 50, 75])
-    return Measurement(float(q50), float(100 * (q75 - q25) / q50), rounds)
+    """The rounds of ``targets.runner`` (the code every latency table is measured with), on
+    two whole models as the target runs them (all graph optimizations)."""
+    cand, ref = _timed(candidate, feed, threads), _timed(reference, feed, threads)
+    ratios = interleaved(
+        [cand], ref, rounds=rounds, warmup_s=warmup_s, block_ms=block_ms, min_runs=10
+    )[0]
+    median, _, spread = stats(ratios)
+    return Measurement(median, spread, rounds)
 
 
 def measure_absolute_ms(
     model: Path | bytes, feed: np.ndarray, *, threads: int, rounds: int = 40, warmup_s: float = 0.5
 ) -> float:
     """Median per-call time over ``rounds`` blocks (only for the study's reference latency)."""
-    timed = _Timed(model, feed, threads)
-    timed.warm_up(warmup_s, 25.0)
+    timed = _timed(model, feed, threads)
+    timed.warm_up(warmup_s, 25.0, min_runs=10)
     return float(np.median([timed.block_ms() for _ in range(rounds)]))
+
+
+def _timed(model: Path | bytes, feed: np.ndarray, threads: int) -> Timed:
+    source = model if isinstance(model, bytes) else str(model)
+    timed = Timed(source, threads, optimize=True)
+    timed.feed = {timed.sess.get_inputs()[0].name: feed}
+    return timed
 
 
 class MeasuredLatency:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 import platform
 from importlib import metadata
-from pathlib import Path
 from typing import Any
+
+from edgecompress.targets.runner import cpu_info
 
 # ISA extensions that change which kernels ONNX Runtime picks; recorded with every measurement.
 _ISA_FLAGS = (
@@ -33,16 +34,7 @@ _PACKAGES = ("edgecompress", "torch", "onnx", "onnxruntime", "optuna", "ray", "t
 
 
 def _cpuinfo() -> tuple[str, list[str]]:
-    model, flags = platform.processor() or platform.machine(), set()
-    path = Path("/proc/cpuinfo")
-    if path.exists():
-        for line in path.read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip().lower()
-            if key in ("model name", "hardware", "cpu model") and value.strip():
-                model = value.strip()
-            elif key in ("flags", "features"):
-                flags.update(value.split())
+    model, flags = cpu_info()
     return model, sorted(f for f in flags if f in _ISA_FLAGS)
 
 

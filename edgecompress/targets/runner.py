@@ -104,11 +104,12 @@ class Timed:
             run(None, feed)
         return (time.perf_counter_ns() - start) / self.calls / 1e6
 
-    def warm_up(self, seconds: float, block_ms: float) -> None:
-        """Runs for ``seconds`` (and at least 5 calls), then sizes a block to last ``block_ms``."""
+    def warm_up(self, seconds: float, block_ms: float, *, min_runs: int = 5) -> None:
+        """Runs for ``seconds`` (and at least ``min_runs`` calls), then sizes a block to last
+        ``block_ms``."""
         deadline = time.perf_counter() + seconds
         runs, one = 0, self.block_ms()
-        while time.perf_counter() < deadline or runs < 5:
+        while time.perf_counter() < deadline or runs < min_runs:
             one = min(one, self.block_ms())
             runs += 1
         self.calls = max(1, int(block_ms / max(one, 1e-4)))
@@ -121,12 +122,18 @@ def stats(ratios: Sequence[float]) -> tuple[float, float, float]:
 
 
 def interleaved(
-    models: Sequence[Timed], reference: Timed, *, rounds: int, warmup_s: float, block_ms: float
+    models: Sequence[Timed],
+    reference: Timed,
+    *,
+    rounds: int,
+    warmup_s: float,
+    block_ms: float,
+    min_runs: int = 5,
 ) -> list[list[float]]:
     """Per model, the per-round ratios of its block time to the reference's, in rounds that
     time every model once and the reference once, the order rotating from round to round."""
     for timed in (reference, *models):
-        timed.warm_up(warmup_s, block_ms)
+        timed.warm_up(warmup_s, block_ms, min_runs=min_runs)
     everyone = [reference, *models]
     ratios: list[list[float]] = [[] for _ in models]
     for r in range(rounds):
@@ -211,8 +218,9 @@ class Runner:
         return best
 
 
-def describe_here() -> dict[str, Any]:
-    """The device description, from what any Python has (no edgecompress here)."""
+def cpu_info() -> tuple[str, list[str]]:
+    """The CPU model and every feature flag the kernel reports (x86 ``flags``, ARM
+    ``Features``)."""
     model = platform.processor() or platform.machine()
     flags: list[str] = []  # a local annotation: never evaluated, so Python 3.8 runs it too
     cpuinfo = Path("/proc/cpuinfo")
@@ -224,6 +232,12 @@ def describe_here() -> dict[str, Any]:
                 model = value.strip()
             elif key in ("flags", "features") and not flags:
                 flags = sorted(value.split())
+    return model, flags
+
+
+def describe_here() -> dict[str, Any]:
+    """The device description, from what any Python has (no edgecompress here)."""
+    model, flags = cpu_info()
     return {
         "cpu_model": model,
         "isa_flags": flags,
