@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import platform
 from importlib import metadata
 from typing import Any
 
-from edgecompress.targets.runner import cpu_info
+from edgecompress.targets.runner import describe_here
 
 # ISA extensions that change which kernels ONNX Runtime picks; recorded with every measurement.
 _ISA_FLAGS = (
@@ -33,11 +31,6 @@ _ISA_FLAGS = (
 _PACKAGES = ("edgecompress", "torch", "onnx", "onnxruntime", "optuna", "ray", "torch-pruning")
 
 
-def _cpuinfo() -> tuple[str, list[str]]:
-    model, flags = cpu_info()
-    return model, sorted(f for f in flags if f in _ISA_FLAGS)
-
-
 def package_versions() -> dict[str, str]:
     versions = {}
     for name in _PACKAGES:
@@ -49,14 +42,7 @@ def package_versions() -> dict[str, str]:
 
 
 def describe_device() -> dict[str, Any]:
-    """The device description stored with a study, a table or an exported model."""
-    model, flags = _cpuinfo()
-    return {
-        "cpu_model": model,
-        "isa_flags": flags,
-        "machine": platform.machine(),
-        "logical_cpus": os.cpu_count(),
-        "system": platform.system(),
-        "python": platform.python_version(),
-        "onnxruntime": package_versions()["onnxruntime"],
-    }
+    """The device description stored with a study, a table or an exported model: the one a
+    bundle's run.py records, with the ISA flags that change ONNX Runtime's kernels."""
+    here = describe_here()
+    return {**here, "isa_flags": [f for f in here["isa_flags"] if f in _ISA_FLAGS]}

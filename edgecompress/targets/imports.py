@@ -3,7 +3,6 @@ the device) into a latency table, with every problem named: the file, the column
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from edgecompress.targets.table import COLUMNS, FORMAT_VERSION, LatencyTable, TableError, _typed
+from edgecompress.targets.table import (
+    COLUMNS,
+    FORMAT_VERSION,
+    LatencyTable,
+    TableError,
+    _typed,
+    read_header,
+)
 
 RUN_HEADER = ("device", "threads", "batch_size", "date", "reference_ms", "overhead_ms")
 
@@ -43,13 +49,7 @@ def read_run(path: Path, *, manifest: Path | None = None) -> tuple[LatencyTable,
             raise TableError(
                 f"device run {file}: no such file (run.py writes NAME.csv and NAME.json)"
             )
-    try:
-        header = json.loads(meta.read_text())
-    except json.JSONDecodeError as exc:
-        raise TableError(f"device run header {meta}: not JSON ({exc})") from None
-    lacking = [k for k in RUN_HEADER if k not in header]
-    if lacking:
-        raise TableError(f"device run header {meta}: missing keys {lacking}")
+    header = read_header(meta, RUN_HEADER, "device run header")
     frame = pd.read_csv(csv, dtype=str, keep_default_na=False)
     needed = ["id", "status", *COLUMNS]
     absent = [c for c in needed if c not in frame.columns]

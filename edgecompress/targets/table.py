@@ -173,14 +173,20 @@ def load_table(path: Path) -> LatencyTable:
     return LatencyTable(frame[list(COLUMNS)], header)
 
 
-def _header(meta: Path) -> dict[str, Any]:
+def read_header(meta: Path, keys: tuple[str, ...], what: str) -> dict[str, Any]:
+    """A JSON header with ``keys``; ``what`` names it in errors ("latency table header")."""
     try:
         header = json.loads(meta.read_text())
     except json.JSONDecodeError as exc:
-        raise TableError(f"latency table header {meta}: not JSON ({exc})") from None
-    missing = [k for k in HEADER if k not in header]
+        raise TableError(f"{what} {meta}: not JSON ({exc})") from None
+    missing = [k for k in keys if k not in header]
     if missing:
-        raise TableError(f"latency table header {meta}: missing keys {missing}")
+        raise TableError(f"{what} {meta}: missing keys {missing}")
+    return dict(header)
+
+
+def _header(meta: Path) -> dict[str, Any]:
+    header = read_header(meta, HEADER, "latency table header")
     if header["format_version"] != FORMAT_VERSION:
         raise TableError(
             f"latency table header {meta}: format_version {header['format_version']!r}; this "
