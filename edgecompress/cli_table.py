@@ -96,15 +96,17 @@ class _Bars:
             bar = self.bars[phase] = tqdm(total=n, desc=phase, unit="", leave=True)
         bar.update(i + 1 - bar.n)
 
-    def close(self) -> None:
+    def __enter__(self) -> _Bars:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
         for bar in self.bars.values():
             bar.close()
 
 
 def _build(args: argparse.Namespace) -> int:
     experiment, space = _space(args.experiment)
-    bars = _Bars()
-    try:
+    with _Bars() as bars:
         built = build_table(
             experiment,
             space,
@@ -115,8 +117,6 @@ def _build(args: argparse.Namespace) -> int:
             time_limit_s=args.time_limit,
             progress=bars,
         )
-    finally:
-        bars.close()
     state = "complete" if built.complete else "PARTIAL (time limit): run the same command again"
     print(
         f"target {args.target}: table {built.profile.folder / 'table.csv'} ({state}); "
@@ -127,8 +127,7 @@ def _build(args: argparse.Namespace) -> int:
 
 def _plan(args: argparse.Namespace) -> int:
     experiment, space = _space(args.experiment)
-    bars = _Bars()
-    try:
+    with _Bars() as bars:
         made = write_bundle(
             experiment,
             space,
@@ -137,8 +136,6 @@ def _plan(args: argparse.Namespace) -> int:
             random=args.random,
             progress=lambda i, n: bars("plans", i, n),
         )
-    finally:
-        bars.close()
     print(
         f"bundle {made.path}: {made.micro_models} micro-models from {made.plans} plans "
         f"({len(made.failed_plans)} could not be built). On the device, with onnxruntime and "
@@ -190,8 +187,7 @@ def _validate(args: argparse.Namespace) -> int:
     if not profile.reference.is_file():
         raise EdgeCompressError(f"{profile.reference} is missing: rebuild the table")
     experiment, space = _space(args.experiment)
-    bars = _Bars()
-    try:
+    with _Bars() as bars:
         result = validate(
             experiment,
             space,
@@ -201,8 +197,6 @@ def _validate(args: argparse.Namespace) -> int:
             seed=args.seed,
             progress=lambda i, n: bars("samples", i, n),
         )
-    finally:
-        bars.close()
     summary = result.summary()
     if args.format == "json":
         print(json.dumps(summary, indent=2))

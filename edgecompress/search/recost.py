@@ -29,11 +29,12 @@ def remeasure_front(
     """Measures the front's trials live and records, in the study, each one's residual
     (measured / predicted) and their median; a live study's correction absorbs the median.
     Nothing is done unless the study has a table measured on this machine."""
-    result = load_result(study)
-    costing = Costing.from_dict(result.meta["costing"]) if result.meta.get("costing") else None
+    stored = study.user_attrs[META].get("costing")
+    costing = Costing.from_dict(stored) if stored else None
     here = describe_device()["cpu_model"]
     if costing is None or costing.table.header["device"].get("cpu_model") != here:
-        return None
+        return None  # decided from the study's settings, before its trials are loaded
+    result = load_result(study)
     gate = CpuGate()
     threads = int(result.meta["target"]["threads"])
     with gate.measure():
