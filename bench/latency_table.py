@@ -36,18 +36,26 @@ WORK = HERE / "_work"
 EXAMPLE = str(HERE.parent / "examples" / "mnist1d.py") + ":experiment"
 
 
-def build(levels: int, random: int) -> dict[str, Any]:
+def build(levels: int, random: int, whole: int) -> dict[str, Any]:
     experiment = load_experiment(EXAMPLE)
     space = space_of(experiment, checked_reference(experiment))
     built = build_table(
-        experiment, space, "local-cpu", root=WORK / "targets", levels=levels, random=random
+        experiment,
+        space,
+        "local-cpu",
+        root=WORK / "targets",
+        levels=levels,
+        random=random,
+        whole=whole,
     )
+    header = built.profile.require_table().header
     return {
         "micro_models": built.micro_models,
         "entries": built.coverage.rows,
         "missing": len(built.coverage.missing),
         "noisy": built.coverage.noisy,
         "build_s": built.seconds,
+        "calibration": header.get("calibration"),
     }
 
 
@@ -57,7 +65,8 @@ def naive(table: LatencyTable, device_csv: Path) -> LatencyTable:
     alone = alone[alone["status"].isin(["ok", "noisy"])].reset_index(drop=True)
     entries = table.entries.copy()
     entries["latency_ms"] = alone["alone_ms"].astype(float).to_numpy()
-    return LatencyTable(entries, {**table.header, "overhead_ms": 0.0, "scale": 1.0})
+    header = {k: v for k, v in table.header.items() if k != "calibration"}
+    return LatencyTable(entries, {**header, "overhead_ms": 0.0, "scale": 1.0})
 
 
 def prove(samples: int) -> dict[str, Any]:
@@ -72,23 +81,36 @@ def prove(samples: int) -> dict[str, Any]:
     result = validate(experiment, space, table, reference, samples=samples)
     summary = result.summary() | {"validate_s": time.perf_counter() - start}
     rows = result.rows
-    simple = naive(table, profile.folder / "build" / "device.csv")
+    # the same plans priced by simpler predictors, to show what each part of the table's adds
+    plain = {k: v for k, v in table.header.items() if k != "calibration"}
+    variants = {
+        "naive": naive(table, profile.folder / "build" / "device.csv"),
+        "sum": LatencyTable(table.entries, {**plain, "scale": 1.0}),
+        "scale": LatencyTable(table.entries, plain),  # the global scale alone
+    }
+    predicted: dict[str, list[float]] = {name: [] for name in variants}
     from edgecompress.tables.predict import build_for_latency, predict_file
 
-    naive_ms: list[float] = []
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     with __import__("tempfile").TemporaryDirectory() as tmp:
-        while len(naive_ms) < len(rows):
+        done = 0
+        while done < len(rows):
             trial = study.ask()
             plan = space.sample(trial)
             study.tell(trial, 0.0)
-            if plan.key != rows["plan"].iloc[len(naive_ms)]:
+            if plan.key != rows["plan"].iloc[done]:
                 continue
-            model = build_for_latency(experiment, plan, Path(tmp) / str(len(naive_ms)))
-            naive_ms.append(predict_file(simple, model, experiment).latency_ms)
-    error = (pd.Series(naive_ms) / rows["measured_ms"] - 1).abs()
-    summary["naive_within_10pct"] = float((error <= 0.10).mean())
-    summary["naive_mape"] = float(100 * error.mean())
+            model = build_for_latency(experiment, plan, Path(tmp) / str(done))
+            for name, variant in variants.items():
+                predicted[name].append(predict_file(variant, model, experiment).latency_ms)
+            done += 1
+    for name, values in predicted.items():
+        error = (pd.Series(values) / rows["measured_ms"] - 1).abs()
+        summary[f"{name}_within_10pct"] = float((error <= 0.10).mean())
+        summary[f"{name}_mape"] = float(100 * error.mean())
+        summary[f"{name}_spearman"] = float(
+            pd.Series(values).corr(rows["measured_ms"], method="spearman")
+        )
     return (
         summary
         | timings(experiment, space, profile)
@@ -196,6 +218,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--levels", type=int, default=9)
     p.add_argument("--random", type=int, default=40)
+    p.add_argument("--whole", type=int, default=150)
     p.add_argument("--samples", type=int, default=50)
     p.add_argument("--trials", type=int, default=0, help="0: no search comparison")
     p.add_argument("--speedup", type=float, default=10.0)
@@ -212,7 +235,7 @@ def main() -> None:
         out.write_text(json.dumps(report, indent=2, default=str) + "\n")
 
     if not args.skip_build:
-        report["build"] = build(args.levels, args.random)
+        report["build"] = build(args.levels, args.random, args.whole)
         save()
     if args.samples:
         report["validate"] = prove(args.samples)

@@ -41,6 +41,7 @@ def build_table(
     root: Path | str | None = None,
     levels: int = 9,
     random: int = 40,
+    whole: int = 150,
     time_limit_s: float | None = None,
     progress: Progress | None = None,
 ) -> Built:
@@ -50,7 +51,7 @@ def build_table(
     if bundle.exists() and not (bundle / "bundle.json").exists():
         shutil.rmtree(bundle)  # interrupted while being written: it is rebuilt the same way
     if bundle.exists():
-        _check_same(bundle, experiment, levels, random)
+        _check_same(bundle, experiment, levels, random, whole)
     if not bundle.exists():
         made: Bundle = write_bundle(
             experiment,
@@ -58,6 +59,7 @@ def build_table(
             bundle,
             levels=levels,
             random=random,
+            whole=whole,
             time_limit_s=time_limit_s,
             progress=(lambda i, n: progress("plans", i, n)) if progress else None,
         )
@@ -66,7 +68,7 @@ def build_table(
             raise EdgeCompressError(
                 f"the time limit ran out while finding the space's kernels ({made.micro_models}"
                 f" so far); nothing of target {name!r} was written. Raise --time-limit, or "
-                "lower --levels / --random."
+                "lower --levels / --random / --whole."
             )
     left = None if time_limit_s is None else max(time_limit_s - (time.monotonic() - start), 1.0)
     header = run_bundle(
@@ -83,10 +85,15 @@ def build_table(
     return Built(profile, coverage, bool(header["complete"]), micro, time.monotonic() - start)
 
 
-def _check_same(bundle: Path, experiment: Experiment, levels: int, random: int) -> None:
+def _check_same(bundle: Path, experiment: Experiment, levels: int, random: int, whole: int) -> None:
     """A build folder goes on only with the experiment and enumeration it was started with."""
     meta = json.loads((bundle / "bundle.json").read_text())
-    now = {"experiment": experiment.ref or experiment.name, "levels": levels, "random": random}
+    now = {
+        "experiment": experiment.ref or experiment.name,
+        "levels": levels,
+        "random": random,
+        "whole": whole,
+    }
     differ = {k: (meta.get(k), v) for k, v in now.items() if meta.get(k) != v}
     if differ:
         was, asked = mismatch(differ)

@@ -39,6 +39,7 @@ from edgecompress.targets.kernels import Kernel, kernels
 from edgecompress.targets.table import COLUMNS
 
 STRUCTURE = ("prune", "rank", "student")
+WHOLE_SEED = 1000  # added to the experiment's seed for the random plans timed whole
 KEY_COLUMNS = [c for c in COLUMNS if c not in ("latency_ms", "p90_ms", "spread_pct")]
 # a plan built only for its latency: no fine-tuning, and the cheapest calibration (the graph
 # of static int8 does not depend on how its ranges were found)
@@ -85,15 +86,21 @@ def enumerate_plans(
                         params[k.name] = on_grid(k, level)
                 params.update(precision)
                 add(params)
-    sampler = optuna.samplers.RandomSampler(seed=seed)
-    study = optuna.create_study(sampler=sampler)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for _ in range(random):
-        trial = study.ask()
-        plan = latency_plan(space.sample(trial))
+    for plan in random_plans(space, random, seed=seed):
         plans.setdefault(plan.key, plan)
-        study.tell(trial, 0.0)
     return list(plans.values())
+
+
+def random_plans(space: Space, count: int, *, seed: int) -> list[Plan]:
+    """``count`` plans drawn at random from the space, as built for their latency."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    plans = []
+    for _ in range(count):
+        trial = study.ask()
+        plans.append(latency_plan(space.sample(trial)))
+        study.tell(trial, 0.0)
+    return plans
 
 
 def _precisions(space: Space) -> list[dict[str, Any]]:
@@ -133,31 +140,35 @@ def write_bundle(
     *,
     levels: int = 9,
     random: int = 40,
-    whole: int = 30,
+    whole: int = 150,
     time_limit_s: float | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> Bundle:
     """Writes ``out/``: ``manifest.csv``, one micro-model and one null model per distinct
     kernel, ``reference.onnx``, ``overhead.onnx``, ``bundle.json`` and ``run.py``; and
-    ``whole.csv`` with ``whole`` of the plans' models (``whole/``), measured whole on the device
-    to calibrate the sum of entries against (see ``targets.imports``)."""
+    ``whole.csv`` with ``whole`` more random plans' models (``whole/``, each with its kernels'
+    keys and weights), measured whole on the device to fit the calibration that maps a sum of
+    entries to a model's time (see ``targets.calibrate``)."""
     if (out / "bundle.json").exists():
         raise EdgeCompressError(
             f"{out} already holds a bundle; remove it or choose another folder (-o)"
         )
     deadline = None if time_limit_s is None else time.monotonic() + time_limit_s
     plans = enumerate_plans(space, levels=levels, random=random, seed=experiment.seed)
+    # other random plans than the enumeration's (and than validate's, seed 1): the calibration
+    # is fitted on models whose kernels the table mostly did not measure exactly, as a
+    # search's are
+    extra = random_plans(space, whole, seed=experiment.seed + WHOLE_SEED) if whole else []
+    total = len(plans) + len(extra)
     feed = {"input": input_for(experiment.example_input.detach().numpy(), experiment.target)}
     models = out / "models"
     models.mkdir(parents=True, exist_ok=True)
     rows: dict[tuple[Any, ...], dict[str, Any]] = {}
     failed: list[str] = []
     complete = True
-    every = max(1, len(plans) // max(whole, 1)) if whole else 0
-    wholes: list[dict[str, Any]] = []
     for i, built in _built(experiment, plans, failed):
         if progress:
-            progress(i, len(plans))
+            progress(i, total)
         try:
             found = kernels(built, feed, threads=experiment.target.threads)
         except Exception as exc:  # noqa: BLE001 - a graph this decomposition cannot read
@@ -167,14 +178,25 @@ def write_bundle(
             key = kernel.layer.key()
             if key not in rows:
                 rows[key] = _write(kernel, models, len(rows))
-        if every and i % every == 0 and len(wholes) < whole:
-            name = f"whole/w{len(wholes):03d}.onnx"
-            (out / "whole").mkdir(exist_ok=True)
-            (out / name).write_bytes(built)
-            ids = " ".join(rows[k.layer.key()]["id"] for k in found)
-            wholes.append({"id": f"w{len(wholes):03d}", "file": name, "kernels": ids})
         if deadline is not None and time.monotonic() > deadline:
             complete = i + 1 == len(plans)
+            break
+    wholes: list[dict[str, Any]] = []
+    for i, built in _built(experiment, extra if complete else [], failed):
+        if progress:
+            progress(len(plans) + i, total)
+        try:
+            found = kernels(built, feed, threads=experiment.target.threads)
+        except Exception as exc:  # noqa: BLE001
+            failed.append(f"{extra[i].key}: {type(exc).__name__}: {exc}")
+            continue
+        name = f"whole/w{len(wholes):03d}.onnx"
+        (out / "whole").mkdir(exist_ok=True)
+        (out / name).write_bytes(built)
+        layers = [{**k.layer.row(), "weights": k.layer.weights} for k in found]
+        wholes.append({"id": f"w{len(wholes):03d}", "file": name, "layers": json.dumps(layers)})
+        if deadline is not None and time.monotonic() > deadline:
+            complete = i + 1 == len(extra)
             break
     _write_manifest(out, list(rows.values()))
     if wholes:
@@ -188,6 +210,8 @@ def write_bundle(
         "experiment": experiment.ref or experiment.name,
         "levels": levels,
         "random": random,
+        "whole": whole,
+        "whole_models": len(wholes),
         "bundle_id": hashlib.sha256(manifest).hexdigest()[:16],
         "threads": experiment.target.threads,
         "batch_size": experiment.target.batch_size,

@@ -3,17 +3,19 @@ the device) into a latency table, with every problem named: the file, the column
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
+from edgecompress.targets import calibrate
 from edgecompress.targets.table import (
     COLUMNS,
     FORMAT_VERSION,
     LatencyTable,
+    Layer,
     TableError,
     _typed,
     read_header,
@@ -89,50 +91,63 @@ def read_run(path: Path, *, manifest: Path | None = None) -> tuple[LatencyTable,
         "complete": bool(header.get("complete", False)) and not unmeasured,
         "failed": int(failed.sum()),
     }
-    table_header.update(_calibration(path, frame, kept, float(header["overhead_ms"])))
+    table = LatencyTable(kept[list(COLUMNS)], table_header)
+    table.header.update(_calibration(path, table))
     coverage = Coverage(len(kept), int((kept["status"] == "noisy").sum()), missing)
-    return LatencyTable(kept[list(COLUMNS)], table_header), coverage
+    return table, coverage
 
 
-def _calibration(
-    path: Path, frame: pd.DataFrame, kept: pd.DataFrame, overhead_ms: float
-) -> dict[str, Any]:
-    """The scale of the sum of entries, fitted on the bundle's whole models measured whole.
-
-    A kernel timed alone runs with its weights and inputs hot in cache; inside a model it
-    follows other kernels. The run times a sample of the enumerated plans' models whole; the
-    least-squares ``scale`` (through the origin) maps the sum of their entries onto their time
-    less the call overhead. Without a whole-model file the scale is 1 (the plain sum)."""
+def _calibration(path: Path, table: LatencyTable) -> dict[str, Any]:
+    """The calibration (``targets.calibrate``) fitted on the whole models the run timed
+    (``NAME-whole.csv``): each model's kernels priced by ``table`` (measured or interpolated),
+    against its time. Without that file the prediction is the plain sum of entries."""
     whole = Path(str(path.with_suffix("")) + "-whole.csv")
     if not whole.is_file():
         return {"scale": 1.0}
     runs = pd.read_csv(whole, dtype=str, keep_default_na=False)
-    ms = dict(
-        zip(
-            frame.loc[~frame["status"].str.startswith("failed"), "id"],
-            kept["latency_ms"],
-            strict=True,
+    absent = [c for c in ("id", "layers", "latency_ms") if c not in runs.columns]
+    if absent:
+        raise TableError(
+            f"whole-model run {whole}: missing columns {absent}; it is written by the bundle's "
+            "run.py beside its output"
         )
-    )
-    sums, measured = [], []
-    for row, (ids, value) in enumerate(zip(runs["kernels"], runs["latency_ms"], strict=True), 1):
+    models: list[calibrate.Model] = []
+    for row, (layers, value) in enumerate(zip(runs["layers"], runs["latency_ms"], strict=True), 1):
         try:
-            sums.append(sum(float(ms[i]) for i in ids.split()))
-            measured.append(float(value) - overhead_ms)
-        except KeyError:
-            continue  # a kernel of it failed on the device: that model cannot calibrate
+            model = _whole_model(layers, table)
+        except (ValueError, KeyError, TypeError):
+            raise TableError(
+                f"whole-model run {whole}, row {row}, column 'layers': not the JSON list of "
+                "kernel keys the bundle wrote"
+            ) from None
+        except TableError:
+            continue  # a kind of it failed on the device: that model cannot calibrate
+        try:
+            measured = float(value)
         except ValueError:
             raise TableError(
                 f"whole-model run {whole}, row {row}, column 'latency_ms': {value!r} is not a "
                 "number"
             ) from None
-    if len(sums) < 3:
+        models.append(replace(model, measured_ms=measured))
+    if len(models) < 3:
         return {"scale": 1.0}
-    s, m = np.asarray(sums), np.asarray(measured)
-    scale = float(s @ m / (s @ s))
-    before = float(np.median(np.abs(s / m - 1)) * 100)
-    after = float(np.median(np.abs(scale * s / m - 1)) * 100)
+    fitted = calibrate.fit(models, float(table.header["overhead_ms"]))
     return {
-        "scale": scale,
-        "calibration": {"models": len(sums), "median_error_pct": [before, after]},
+        "scale": fitted.calibration.scale,
+        "calibration": {**fitted.calibration.to_json(), **fitted.report},
     }
+
+
+def _whole_model(text: str, table: LatencyTable) -> calibrate.Model:
+    layers = []
+    for item in json.loads(text):
+        fields: dict[str, Any] = {
+            k: COLUMNS[k](v) if k in COLUMNS else int(v) for k, v in item.items()
+        }
+        layers.append(Layer(**fields))
+    return calibrate.Model(
+        classes=[calibrate.class_of(layer) for layer in layers],
+        entries=[table.entry(layer)[0] for layer in layers],
+        weights=[layer.weights for layer in layers],
+    )

@@ -165,6 +165,7 @@ def layer_of(node: onnx.NodeProto, values: dict[str, np.ndarray], inits: set[str
         "precision": precision,
         "fused": fused,
         "attrs": _canonical(other),
+        "weights": int(sum(values[n].nbytes for n in set(node.input) if n in inits)),
     }
     if node.op_type in CONV_OPS:
         weight = _weight(node, values, inits)

@@ -327,7 +327,7 @@ def run_bundle(
             writer.writerow({**row, **timing})
             f.flush()
     if complete and (bundle / "whole.csv").exists():
-        complete = _run_whole(bundle, out, runner, deadline)
+        complete = _run_whole(bundle, out, runner, deadline, progress, len(manifest))
     overhead = Timed(str(bundle / "overhead.onnx"), threads)
     ratios = interleaved([overhead], runner.reference, rounds=30, warmup_s=0.2, block_ms=8.0)
     header = {
@@ -352,31 +352,37 @@ def whole_output(out: Path) -> Path:
     return out.with_name(out.stem + "-whole.csv")
 
 
-def _run_whole(bundle: Path, out: Path, runner: Runner, deadline: float | None) -> bool:
-    """Times each whole model of the bundle (as a model runs: optimized); resumable."""
+def _run_whole(
+    bundle: Path,
+    out: Path,
+    runner: Runner,
+    deadline: float | None,
+    progress: Callable[[int, int], None] | None,
+    done_before: int,
+) -> bool:
+    """Times each whole model of the bundle (as a model runs: optimized); resumable. Its row
+    keeps the bundle's columns (the kernels' keys) but the file."""
     with open(bundle / "whole.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     path = whole_output(out)
     done = _written(path)
     new = not path.exists() or path.stat().st_size == 0
+    columns = [c for c in (rows[0] if rows else {}) if c != "file"]
     with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["id", "kernels", "latency_ms", "spread_pct"])
+        writer = csv.DictWriter(f, fieldnames=[*columns, "latency_ms", "spread_pct"])
         if new:
             writer.writeheader()
-        for row in rows:
+        for i, row in enumerate(rows):
+            if progress:
+                progress(done_before + i, done_before + len(rows))
             if row["id"] in done:
                 continue
             if deadline is not None and time.monotonic() > deadline:
                 return False
             ratio, _, spread = runner.ratio(str(bundle / row["file"]))
-            writer.writerow(
-                {
-                    "id": row["id"],
-                    "kernels": row["kernels"],
-                    "latency_ms": ratio * runner.reference_ms,
-                    "spread_pct": spread,
-                }
-            )
+            kept = {c: row[c] for c in columns}
+            ms = ratio * runner.reference_ms
+            writer.writerow({**kept, "latency_ms": ms, "spread_pct": spread})
             f.flush()
     return True
 
@@ -392,7 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def show(i: int, n: int) -> None:
         if i % 10 == 0 or i == n - 1:
-            print(f"\r{i + 1}/{n} micro-models", end="", file=sys.stderr, flush=True)
+            print(f"\r{i + 1}/{n} models", end="", file=sys.stderr, flush=True)
 
     header = run_bundle(
         args.bundle,

@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 
 from edgecompress.errors import EdgeCompressError
+from edgecompress.targets.calibrate import Calibration, Model, class_of
 from edgecompress.targets.interpolate import Rows
 
 FORMAT_VERSION = 1
@@ -70,6 +71,9 @@ class Layer:
     spatial: str = ""
     fused: str = ""
     attrs: str = ""
+    # bytes of its constant inputs (weights, scales): not part of its key, the calibration's
+    # cold-weights term sums them over a model (see ``targets.calibrate``)
+    weights: int = 0
 
     def kind(self) -> tuple[Any, ...]:
         return tuple(getattr(self, column) for column in KIND)
@@ -105,19 +109,32 @@ class LatencyTable:
         return csv, meta
 
     def predict(self, layers: list[Layer]) -> Prediction:
-        """The sum of the layers' entries, times the table's ``scale`` (fitted on whole models
-        measured in the same run; 1 without), plus the per-inference overhead."""
-        scale = float(self.header.get("scale", 1.0))
-        total, variance, interpolated = 0.0, 0.0, 0
+        """The layers' entries, calibrated (``targets.calibrate``: fitted on whole models
+        measured in the same run; the plain sum without), plus the per-inference overhead. The
+        uncertainty is the entries' own, and the calibration's cross-validated spread."""
+        calibration = self._calibration
+        entries, variance, interpolated = [], 0.0, 0
         for layer in layers:
-            ms, sd, exact = self._entry(layer)
-            total += ms
-            variance += sd * sd
+            ms, sd, exact = self.entry(layer)
+            a, _ = calibration.classes.get(class_of(layer), (calibration.scale, 0.0))
+            entries.append(ms)
+            variance += (a * sd) ** 2
             interpolated += not exact
+        model = Model([class_of(layer) for layer in layers], entries, [x.weights for x in layers])
+        total = calibration.apply(model)
+        variance += (total * calibration.residual_pct / 100) ** 2
         overhead = float(self.header["overhead_ms"])
-        return Prediction(overhead + scale * total, scale * math.sqrt(variance), interpolated)
+        return Prediction(overhead + total, math.sqrt(variance), interpolated)
 
-    def _entry(self, layer: Layer) -> tuple[float, float, bool]:
+    @cached_property
+    def _calibration(self) -> Calibration:
+        fitted = self.header.get("calibration")
+        if isinstance(fitted, dict) and "classes" in fitted:
+            return Calibration.from_json(fitted)
+        return Calibration(scale=float(self.header.get("scale", 1.0)))
+
+    def entry(self, layer: Layer) -> tuple[float, float, bool]:
+        """(ms, its standard deviation, whether it was measured exactly) of one kernel."""
         key = layer.key()
         known = self._cache.get(key)
         if known is not None:

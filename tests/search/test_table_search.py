@@ -37,7 +37,7 @@ SLOW = ("Conv", "com.microsoft:FusedConv", "Gemm", "com.microsoft:FusedGemm", "M
 def kernels_of_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tiny = _tiny()
     out = tmp_path_factory.mktemp("bundle") / "b"
-    write_bundle(tiny, space_of(tiny, checked_reference(tiny)), out, levels=2, random=6)
+    write_bundle(tiny, space_of(tiny, checked_reference(tiny)), out, levels=2, random=6, whole=0)
     return out
 
 

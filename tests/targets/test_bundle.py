@@ -14,7 +14,7 @@ from edgecompress.search.engine import checked_reference, space_of
 from edgecompress.spaces import baseline_params
 from edgecompress.tables.bundle import enumerate_plans, latency_plan, write_bundle
 from edgecompress.tables.predict import predict_plan
-from edgecompress.targets.imports import read_run
+from edgecompress.targets.imports import _whole_model, read_run
 from edgecompress.targets.profile import load_profile, save_profile
 from edgecompress.targets.table import TableError
 from edgecompress.targets.target import Target
@@ -33,7 +33,7 @@ def bundle(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped
     tiny = _tiny()
     out = tmp_path_factory.mktemp("bundle") / "b"
     space = space_of(tiny, checked_reference(tiny))
-    made = write_bundle(tiny, space, out, levels=2, random=2)
+    made = write_bundle(tiny, space, out, levels=2, random=2, whole=4)
     return made, space
 
 
@@ -164,24 +164,38 @@ def test_failed_and_absent_rows_are_reported_missing_not_guessed(bundle, tmp_pat
     assert "2 missing" in coverage.summary()
 
 
-def test_the_scale_is_fitted_on_the_whole_models_measured_with_the_entries(
+def test_few_whole_models_fit_the_global_scale_on_the_sum_of_entries(
     bundle,  # type: ignore[no-untyped-def]
     tmp_path: Path,
 ) -> None:
     made, _ = bundle
     run = _write_run(tmp_path, _measured(made.path), HEADER)  # every entry 0.01 ms
+    plain, _ = read_run(run)  # no whole-model file: the plain sum of entries
+    assert plain.header["scale"] == 1.0 and "calibration" not in plain.header
     whole = pd.read_csv(made.path / "whole.csv", dtype=str)
-    n = whole["kernels"].str.split().str.len()
-    # each whole model took twice the sum of its entries, plus the call overhead
-    whole.assign(latency_ms=HEADER["overhead_ms"] + 2 * 0.01 * n, spread_pct=1.0).to_csv(
+    # the kernels' keys travel with each whole model; each took twice the sum of its entries
+    # (as the table prices them, measured or interpolated), plus the call overhead
+    sums = whole["layers"].map(lambda text: sum(_whole_model(text, plain).entries))
+    overhead = HEADER["overhead_ms"]
+    whole.assign(latency_ms=overhead + 2 * sums, spread_pct=1.0).to_csv(
         tmp_path / "run-whole.csv", index=False
     )
     table, _ = read_run(run)
     assert table.header["scale"] == pytest.approx(2.0)
     before, after = table.header["calibration"]["median_error_pct"]
-    assert before == pytest.approx(50.0) and after == pytest.approx(0.0, abs=1e-9)
+    expected = 100 * (1 - (overhead + sums) / (overhead + 2 * sums)).median()
+    assert before == pytest.approx(expected) and after == pytest.approx(0.0, abs=1e-9)
     layers = [table_layer(table, i) for i in range(3)]
-    assert table.predict(layers).latency_ms == pytest.approx(HEADER["overhead_ms"] + 2 * 0.03)
+    assert table.predict(layers).latency_ms == pytest.approx(overhead + 2 * 0.03)
+    # a whole-model file that is not the bundle's is refused, naming the column and row
+    whole.assign(latency_ms="fast").to_csv(tmp_path / "run-whole.csv", index=False)
+    with pytest.raises(TableError, match=r"row 1, column 'latency_ms'"):
+        read_run(run)
+    whole.assign(latency_ms=1.0).drop(columns="layers").to_csv(
+        tmp_path / "run-whole.csv", index=False
+    )
+    with pytest.raises(TableError, match=r"missing columns \['layers'\]"):
+        read_run(run)
 
 
 def table_layer(table, i: int):  # type: ignore[no-untyped-def]

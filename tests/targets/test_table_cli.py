@@ -14,7 +14,7 @@ TINY = f"{Path(__file__).parents[1] / 'tiny_experiment.py'}:experiment"
 
 def test_build_then_validate_on_this_machine(workdir: Path, capsys: pytest.CaptureFixture) -> None:  # type: ignore[type-arg]
     args = ["--experiment", TINY, "--targets", "targets"]
-    assert main(["table", "build", "--levels", "2", "--random", "1", *args]) == 0
+    assert main(["table", "build", "--levels", "2", "--random", "1", "--whole", "3", *args]) == 0
     out = capsys.readouterr().out
     assert "target local-cpu" in out and "(complete)" in out
     profile = load_profile("local-cpu", "targets")
@@ -25,7 +25,7 @@ def test_build_then_validate_on_this_machine(workdir: Path, capsys: pytest.Captu
     lines = device.read_text().count("\n")
 
     # a second build goes on from what is there: nothing left to measure, nothing repeated
-    assert main(["table", "build", "--levels", "2", "--random", "1", *args]) == 0
+    assert main(["table", "build", "--levels", "2", "--random", "1", "--whole", "3", *args]) == 0
     assert len(load_profile("local-cpu", "targets").table.entries) == rows  # type: ignore[union-attr]
     assert device.read_text().count("\n") == lines  # no kernel measured twice
     capsys.readouterr()
@@ -54,6 +54,8 @@ def test_import_writes_a_target_and_validate_refuses_another_device(
                 "--levels",
                 "2",
                 "--random",
+                "0",
+                "--whole",
                 "0",
                 "-o",
                 str(bundle),
