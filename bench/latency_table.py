@@ -2,10 +2,13 @@
 
     .venv/bin/python bench/latency_table.py [--samples 50] [--trials 24] [--speedup 10]
 
-1. ``table build`` for examples/mnist1d.py (bench/_work/targets/local-cpu): time, micro-models.
+1. ``table build`` for examples/mnist1d.py (bench/_work/targets/local-cpu): time, micro-models,
+   the calibration fitted on the whole models.
 2. ``table validate``: random plans built and measured end to end against the table's
-   prediction; also against a naive sum (each kernel's micro-model timed alone, call overhead
-   and all, added up with the same interpolation).
+   prediction; the same plans also priced by simpler predictors: ``naive`` (each kernel's
+   micro-model timed alone, call overhead and all, added up with the same interpolation),
+   ``sum`` (the entries plus the call overhead) and ``scale`` (the same, times one scale fitted
+   on the whole models).
 3. (``--trials N``) the same search twice from scratch, without and with screening, latency
    measured live both times: wall time, trials trained and screened, the best feasible accuracy
    and when each run first reached the other's final front quality.

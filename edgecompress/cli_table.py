@@ -17,7 +17,7 @@ from edgecompress.spaces import Space
 from edgecompress.tables.build import build_table
 from edgecompress.tables.bundle import write_bundle
 from edgecompress.tables.validate import validate
-from edgecompress.targets import describe_device
+from edgecompress.targets import calibrate, describe_device
 from edgecompress.targets.imports import read_run
 from edgecompress.targets.profile import LOCAL, Profile, load_profile, save_profile
 from edgecompress.targets.target import Target
@@ -130,7 +130,8 @@ def _build(args: argparse.Namespace) -> int:
     state = "complete" if built.complete else "PARTIAL (time limit): run the same command again"
     print(
         f"target {args.target}: table {built.profile.folder / 'table.csv'} ({state}); "
-        f"{built.coverage.summary()}; {built.seconds:.0f} s"
+        f"{built.coverage.summary()}; {calibrate.summary(built.profile.require_table().header)}; "
+        f"{built.seconds:.0f} s"
     )
     return 0
 
@@ -175,7 +176,8 @@ def _import(args: argparse.Namespace) -> int:
     device = table.header["device"]
     print(
         f"target {args.target}: {profile.folder} from {args.run} ({device.get('cpu_model')}, "
-        f"onnxruntime {device.get('onnxruntime')}); {coverage.summary()}"
+        f"onnxruntime {device.get('onnxruntime')}); {coverage.summary()}; "
+        f"{calibrate.summary(table.header)}"
     )
     if coverage.missing:
         print(

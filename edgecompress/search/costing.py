@@ -6,7 +6,8 @@
 - Screening: before anything is trained, a plan is built without fine-tuning (seconds) and
   predicted; a plan clearly over the budget (its estimate less two standard deviations still
   over it; the deviation includes the calibration's cross-validated spread, see
-  ``targets.calibrate``) is recorded as pruned with its estimate, and never fine-tuned.
+  ``targets.calibrate``, and without one the estimate must also be 10% over) is recorded as
+  pruned with its estimate, and never fine-tuned.
 - In a live search the table's milliseconds are converted to the study's by ``correction``:
   the uncompressed model measured now over its prediction. At the end the front is re-measured
   live, each trial's residual (measured / predicted) recorded, and their median folded into
@@ -29,6 +30,7 @@ from edgecompress.targets.profile import Profile
 from edgecompress.targets.table import LatencyTable, Prediction, load_table
 
 SOURCES = ("live", "table")
+MARGIN = 0.10
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,10 @@ class Costing:
 
     def over_budget(self, prediction: Prediction, budget_ms: float) -> bool:
         optimistic = prediction.latency_ms - 2 * prediction.uncertainty_ms
-        return optimistic > budget_ms
+        # a table without a cross-validated calibration does not know its own error: the
+        # estimate must then be more than MARGIN over, too
+        known = self.table.calibration.residual_pct > 0
+        return optimistic > budget_ms * (1.0 if known else 1 + MARGIN)
 
     def corrected(self, factor: float) -> Costing:
         return replace(self, correction=self.correction * factor)

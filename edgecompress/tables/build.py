@@ -88,6 +88,11 @@ def build_table(
 def _check_same(bundle: Path, experiment: Experiment, levels: int, random: int, whole: int) -> None:
     """A build folder goes on only with the experiment and enumeration it was started with."""
     meta = json.loads((bundle / "bundle.json").read_text())
+    if "whole" not in meta:
+        raise EdgeCompressError(
+            f"{bundle.parent} holds a build from an older version of edgecompress (no whole "
+            f"models to calibrate on); remove {bundle.parent} and build again."
+        )
     now = {
         "experiment": experiment.ref or experiment.name,
         "levels": levels,

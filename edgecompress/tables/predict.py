@@ -1,4 +1,4 @@
-"""A candidate's latency from a table: the sum of its kernels' entries plus the call overhead."""
+"""A candidate's latency from a table: its kernels' entries, calibrated, plus the call overhead."""
 
 from __future__ import annotations
 

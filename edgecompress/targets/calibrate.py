@@ -14,7 +14,7 @@ calibration has one term for each, fitted on the whole models the same run timed
   ``k`` ms per MB of weights, switched on smoothly as its weights pass a capacity ``C``. ``C``
   is chosen by cross-validation on the whole models, so no cache size has to be known.
 
-    latency = overhead + sum_c (a_c * entries_c + b_c * nodes_c) + k * W * sigmoid((W - C) / C/4)
+    latency = overhead + sum_c (a_c * entries_c + b_c * nodes_c) + k * W * sigmoid(4 (W - C) / C)
 
 A class no whole model contained keeps the global scale and no node cost. With fewer than
 ``MIN_MODELS`` whole models only the global scale is fitted (the plain scaled sum).
@@ -39,6 +39,7 @@ FOLDS = 5
 # units of NODE_MS): the strength, like the capacity, is chosen by cross-validation
 RIDGES = (0.1, 0.3, 1.0)
 NODE_MS = 0.005
+COLD_MS_PER_MB = 0.1  # a weak pull of the cold-weights factor towards 0 (~100 GB/s is 0.01)
 CAPACITIES_MB = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 16.0)
 
 
@@ -129,7 +130,11 @@ def fit(models: Sequence[Model], overhead_ms: float) -> Fit:
     names = sorted({c for m in models for c in m.classes})
     k = len(names)
     best: tuple[float, float, float, float] | None = None
-    for capacity in (0.0, *CAPACITIES_MB):
+    heaviest = max(sum(m.weights) for m in models) / 1e6
+    # a capacity above every model's weights leaves the cold term all but zero (and its
+    # factor unconstrained)
+    capacities = [0.0, *(c for c in CAPACITIES_MB if c < heaviest)]
+    for capacity in capacities:
         design = _design(models, names, capacity)
         for ridge in RIDGES:
             errors = _cross_validated(design, measured, overhead_ms, scale, k, ridge)
@@ -176,10 +181,11 @@ def _solve(
 ) -> np.ndarray:
     """Non-negative least squares in relative error, with the ridge rows."""
     weight = 1 / measured[:, None]
-    rows = np.zeros((2 * k, x.shape[1]))
+    rows = np.zeros((2 * k + 1, x.shape[1]))
     rows[:k, :k] = np.eye(k) * math.sqrt(ridge)
-    rows[k:, k : 2 * k] = np.eye(k) * math.sqrt(ridge) / NODE_MS
-    target = np.r_[np.full(k, math.sqrt(ridge) * scale), np.zeros(k)]
+    rows[k : 2 * k, k : 2 * k] = np.eye(k) * math.sqrt(ridge) / NODE_MS
+    rows[-1, -1] = math.sqrt(ridge) / COLD_MS_PER_MB
+    target = np.r_[np.full(k, math.sqrt(ridge) * scale), np.zeros(k + 1)]
     a = np.r_[x * weight, rows]
     y = np.r_[(measured - overhead_ms) * weight[:, 0], target]
     return np.asarray(lsq_linear(a, y, bounds=(0.0, np.inf), method="bvls").x)
@@ -201,3 +207,22 @@ def _cross_validated(
 def _median_error(calibration: Calibration, models: Sequence[Model], overhead_ms: float) -> float:
     errors = [abs((overhead_ms + calibration.apply(m)) / m.measured_ms - 1) for m in models]
     return float(100 * np.median(errors))
+
+
+def summary(header: dict[str, Any]) -> str:
+    """One line on a table's calibration, from its header."""
+    fitted = header.get("calibration")
+    if "calibration_skipped" in header:
+        return f"not calibrated: {header['calibration_skipped']}"
+    if not isinstance(fitted, dict):
+        return "no whole models timed: predictions are the plain sum of entries"
+    line = f"calibrated on {fitted.get('models', 0)} whole models"
+    checked = fitted.get("cross_validated")
+    if isinstance(checked, dict):
+        line += (
+            f": {100 * checked['within_10pct']:.0f}% within +-10% cross-validated "
+            f"(MAPE {checked['mape']:.1f}%)"
+        )
+    else:
+        line += f": one scale, {float(header.get('scale', 1.0)):.3f}"
+    return line

@@ -4,6 +4,7 @@ the device) into a latency table, with every problem named: the file, the column
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -100,35 +101,51 @@ def read_run(path: Path, *, manifest: Path | None = None) -> tuple[LatencyTable,
 def _calibration(path: Path, table: LatencyTable) -> dict[str, Any]:
     """The calibration (``targets.calibrate``) fitted on the whole models the run timed
     (``NAME-whole.csv``): each model's kernels priced by ``table`` (measured or interpolated),
-    against its time. Without that file the prediction is the plain sum of entries."""
+    against its time. A model the device could not run, or with a kind the table lacks, is
+    left out. Without that file the prediction is the plain sum of entries."""
     whole = Path(str(path.with_suffix("")) + "-whole.csv")
     if not whole.is_file():
         return {"scale": 1.0}
     runs = pd.read_csv(whole, dtype=str, keep_default_na=False)
+    if "layers" not in runs.columns and "kernels" in runs.columns:
+        return {
+            "scale": 1.0,
+            "calibration_skipped": f"{whole} is from an older bundle (kernel ids, not keys): "
+            "plan a new bundle and run it to calibrate",
+        }
     absent = [c for c in ("id", "layers", "latency_ms") if c not in runs.columns]
     if absent:
         raise TableError(
             f"whole-model run {whole}: missing columns {absent}; it is written by the bundle's "
             "run.py beside its output"
         )
+    status = runs["status"] if "status" in runs.columns else pd.Series(["ok"] * len(runs))
     models: list[calibrate.Model] = []
-    for row, (layers, value) in enumerate(zip(runs["layers"], runs["latency_ms"], strict=True), 1):
+    for row, (text, value, state) in enumerate(
+        zip(runs["layers"], runs["latency_ms"], status, strict=True), 1
+    ):
+        if state.startswith("failed"):
+            continue  # the device could not run it
         try:
-            model = _whole_model(layers, table)
-        except (ValueError, KeyError, TypeError):
+            layers = _layers(text)
+        except (ValueError, KeyError, TypeError, AttributeError):
             raise TableError(
                 f"whole-model run {whole}, row {row}, column 'layers': not the JSON list of "
                 "kernel keys the bundle wrote"
             ) from None
-        except TableError:
-            continue  # a kind of it failed on the device: that model cannot calibrate
         try:
             measured = float(value)
         except ValueError:
+            measured = math.nan
+        if not math.isfinite(measured) or measured <= 0:
             raise TableError(
                 f"whole-model run {whole}, row {row}, column 'latency_ms': {value!r} is not a "
-                "number"
-            ) from None
+                "positive number of milliseconds"
+            )
+        try:
+            model = _priced(layers, table)
+        except TableError:
+            continue  # a kind of it failed on the device: that model cannot calibrate
         models.append(replace(model, measured_ms=measured))
     if len(models) < 3:
         return {"scale": 1.0}
@@ -139,13 +156,18 @@ def _calibration(path: Path, table: LatencyTable) -> dict[str, Any]:
     }
 
 
-def _whole_model(text: str, table: LatencyTable) -> calibrate.Model:
+def _layers(text: str) -> list[Layer]:
+    """The kernels' keys of one whole model, as the bundle wrote them (JSON)."""
     layers = []
     for item in json.loads(text):
         fields: dict[str, Any] = {
             k: COLUMNS[k](v) if k in COLUMNS else int(v) for k, v in item.items()
         }
         layers.append(Layer(**fields))
+    return layers
+
+
+def _priced(layers: list[Layer], table: LatencyTable) -> calibrate.Model:
     return calibrate.Model(
         classes=[calibrate.class_of(layer) for layer in layers],
         entries=[table.entry(layer)[0] for layer in layers],

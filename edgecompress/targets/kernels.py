@@ -5,8 +5,9 @@ ONNX Runtime rewrites a graph before running it: it folds batch norms into convo
 activations (``FusedConv``), turns QDQ pairs around a layer into ``QLinearConv``, moves int8
 chains to channels-last with ``Transpose`` nodes, inserts ``Cast``s around float16 layers. Which
 of these happen depends on the neighbours of a layer, so the table is keyed on the optimized
-graph, not on the PyTorch layers: a model's latency is the sum of its kernels' entries (the
-quantize/dequantize/transpose/cast kernels between precisions included) plus the call overhead.
+graph, not on the PyTorch layers: a model's latency comes from its kernels' entries (the
+quantize/dequantize/transpose/cast kernels between precisions included), calibrated on whole
+models (``targets.calibrate``), plus the call overhead.
 
 The graph is optimized at ONNX Runtime's full level without the NCHWc layout transformer (its
 rewrite is specific to x86 with AVX2/AVX-512; a table must describe a graph any CPU runs).

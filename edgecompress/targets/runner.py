@@ -36,6 +36,8 @@ import numpy as np
 import onnxruntime as ort
 
 TIMING = ("latency_ms", "p90_ms", "spread_pct", "status", "alone_ms")
+# a whole model's row carries its kernels' keys (JSON): more than csv's default field limit
+csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 _DTYPES = {
     "tensor(float)": np.float32,
     "tensor(float16)": np.float16,
@@ -360,16 +362,17 @@ def _run_whole(
     progress: Callable[[int, int], None] | None,
     done_before: int,
 ) -> bool:
-    """Times each whole model of the bundle (as a model runs: optimized); resumable. Its row
-    keeps the bundle's columns (the kernels' keys) but the file."""
+    """Times each whole model of the bundle (as a model runs: optimized); resumable, and a
+    model that failed is tried again. Its row keeps the bundle's columns (the kernels' keys)
+    but the file."""
     with open(bundle / "whole.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     path = whole_output(out)
-    done = _written(path)
+    done = _done(path)
     new = not path.exists() or path.stat().st_size == 0
     columns = [c for c in (rows[0] if rows else {}) if c != "file"]
     with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=[*columns, "latency_ms", "spread_pct"])
+        writer = csv.DictWriter(f, fieldnames=[*columns, "latency_ms", "spread_pct", "status"])
         if new:
             writer.writeheader()
         for i, row in enumerate(rows):
@@ -379,10 +382,16 @@ def _run_whole(
                 continue
             if deadline is not None and time.monotonic() > deadline:
                 return False
-            ratio, _, spread = runner.ratio(str(bundle / row["file"]))
             kept = {c: row[c] for c in columns}
+            try:
+                ratio, _, spread = runner.ratio(str(bundle / row["file"]))
+            except Exception as exc:  # noqa: BLE001 - reported, and left out of the calibration
+                reason = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+                writer.writerow({**kept, "latency_ms": "", "spread_pct": "", "status": reason})
+                f.flush()
+                continue
             ms = ratio * runner.reference_ms
-            writer.writerow({**kept, "latency_ms": ms, "spread_pct": spread})
+            writer.writerow({**kept, "latency_ms": ms, "spread_pct": spread, "status": "ok"})
             f.flush()
     return True
 

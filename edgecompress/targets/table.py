@@ -2,7 +2,8 @@
 
 A table is two files, no pickles: ``NAME.csv`` (one row per measured configuration) and
 ``NAME.json`` (the header: format version, the device description, ONNX Runtime version,
-threads, batch size, date, and the per-inference overhead). Columns:
+threads, batch size, date, the per-inference overhead, and the ``calibration`` fitted on whole
+models, see ``targets.calibrate``, or one ``scale``). Columns:
 
 - ``op`` (the runtime's kernel: ``Conv``, ``com.microsoft:FusedConv``, ``QLinearConv``,
   ``MatMulNBits``, and the ``QuantizeLinear``/``DequantizeLinear``/``Cast``/``Transpose`` kernels
@@ -109,10 +110,9 @@ class LatencyTable:
         return csv, meta
 
     def predict(self, layers: list[Layer]) -> Prediction:
-        """The layers' entries, calibrated (``targets.calibrate``: fitted on whole models
-        measured in the same run; the plain sum without), plus the per-inference overhead. The
-        uncertainty is the entries' own, and the calibration's cross-validated spread."""
-        calibration = self._calibration
+        """The layers' entries, calibrated (``calibration``), plus the per-inference overhead.
+        The uncertainty is the entries' own, and the calibration's cross-validated spread."""
+        calibration = self.calibration
         entries, variance, interpolated = [], 0.0, 0
         for layer in layers:
             ms, sd, exact = self.entry(layer)
@@ -121,13 +121,15 @@ class LatencyTable:
             variance += (a * sd) ** 2
             interpolated += not exact
         model = Model([class_of(layer) for layer in layers], entries, [x.weights for x in layers])
-        total = calibration.apply(model)
-        variance += (total * calibration.residual_pct / 100) ** 2
-        overhead = float(self.header["overhead_ms"])
-        return Prediction(overhead + total, math.sqrt(variance), interpolated)
+        latency = float(self.header["overhead_ms"]) + calibration.apply(model)
+        # the calibration's errors are relative to whole models' times, overhead and all
+        variance += (latency * calibration.residual_pct / 100) ** 2
+        return Prediction(latency, math.sqrt(variance), interpolated)
 
     @cached_property
-    def _calibration(self) -> Calibration:
+    def calibration(self) -> Calibration:
+        """How the sum of entries becomes a model's time (``targets.calibrate``): fitted on
+        whole models, one scale with few of them, the plain sum without."""
         fitted = self.header.get("calibration")
         if isinstance(fitted, dict) and "classes" in fitted:
             return Calibration.from_json(fitted)

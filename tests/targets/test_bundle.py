@@ -6,15 +6,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
 
 from edgecompress.search.engine import checked_reference, space_of
 from edgecompress.spaces import baseline_params
-from edgecompress.tables.bundle import enumerate_plans, latency_plan, write_bundle
+from edgecompress.tables.bundle import KEY_COLUMNS, enumerate_plans, latency_plan, write_bundle
 from edgecompress.tables.predict import predict_plan
-from edgecompress.targets.imports import _whole_model, read_run
+from edgecompress.targets.imports import _layers, _priced, read_run
 from edgecompress.targets.profile import load_profile, save_profile
 from edgecompress.targets.table import TableError
 from edgecompress.targets.target import Target
@@ -175,7 +176,7 @@ def test_few_whole_models_fit_the_global_scale_on_the_sum_of_entries(
     whole = pd.read_csv(made.path / "whole.csv", dtype=str)
     # the kernels' keys travel with each whole model; each took twice the sum of its entries
     # (as the table prices them, measured or interpolated), plus the call overhead
-    sums = whole["layers"].map(lambda text: sum(_whole_model(text, plain).entries))
+    sums = whole["layers"].map(lambda text: sum(_priced(_layers(text), plain).entries))
     overhead = HEADER["overhead_ms"]
     whole.assign(latency_ms=overhead + 2 * sums, spread_pct=1.0).to_csv(
         tmp_path / "run-whole.csv", index=False
@@ -196,6 +197,12 @@ def test_few_whole_models_fit_the_global_scale_on_the_sum_of_entries(
     )
     with pytest.raises(TableError, match=r"missing columns \['layers'\]"):
         read_run(run)
+    # an older bundle's whole-model file (kernel ids, not keys) imports, uncalibrated, and says so
+    whole.assign(latency_ms=1.0).rename(columns={"layers": "kernels"}).to_csv(
+        tmp_path / "run-whole.csv", index=False
+    )
+    old, _ = read_run(run)
+    assert old.header["scale"] == 1.0 and "older bundle" in old.header["calibration_skipped"]
 
 
 def table_layer(table, i: int):  # type: ignore[no-untyped-def]
@@ -203,3 +210,62 @@ def table_layer(table, i: int):  # type: ignore[no-untyped-def]
 
     row = table.entries.iloc[i]
     return Layer(**{c: row[c] for c in COLUMNS if c not in ("latency_ms", "p90_ms", "spread_pct")})
+
+
+def test_many_whole_models_fit_the_full_calibration_which_a_saved_target_predicts_with(
+    bundle,  # type: ignore[no-untyped-def]
+    tmp_path: Path,
+) -> None:
+    """Whole models made by a known rule (per class a factor and a node cost, over the table's
+    own entries): the import fits it, skipping what cannot calibrate, and a target saved and
+    loaded again predicts with it."""
+    from edgecompress.targets.calibrate import class_of
+
+    made, _ = bundle
+    rows = _measured(made.path)
+    rng = np.random.default_rng(0)
+    rows["latency_ms"] = [f"{v:.5f}" for v in rng.uniform(0.002, 0.05, len(rows))]
+    run = _write_run(tmp_path, rows, HEADER)
+    plain, _ = read_run(run)
+    layers = [
+        {**{k: plain.entries.iloc[i][k] for k in KEY_COLUMNS}, "weights": 1000}
+        for i in range(len(plain.entries))
+    ]
+    layers = [{k: (v.item() if hasattr(v, "item") else v) for k, v in x.items()} for x in layers]
+    factor = {class_of(_layer(x)): 1.0 + 0.5 * (i % 2) for i, x in enumerate(layers)}
+    overhead = HEADER["overhead_ms"]
+    models = []
+    for i in range(60):
+        chosen = [layers[j] for j in rng.choice(len(layers), size=6)]
+        ms = overhead + sum(
+            factor[class_of(_layer(x))] * plain.entry(_layer(x))[0] + 0.001 for x in chosen
+        )
+        models.append({"id": f"w{i:03d}", "layers": json.dumps(chosen), "latency_ms": ms})
+    unknown = dict(layers[0], op="NoSuchKernel")
+    models.append({"id": "w900", "layers": json.dumps([unknown]), "latency_ms": 1.0})
+    models.append({"id": "w901", "layers": json.dumps(layers[:2]), "latency_ms": ""})
+    frame = pd.DataFrame(models).assign(spread_pct=1.0, status="ok")
+    frame.loc[frame["id"] == "w901", "status"] = "failed: NOT_IMPLEMENTED"
+    frame.to_csv(tmp_path / "run-whole.csv", index=False)
+
+    table, _ = read_run(run)
+    fitted = table.header["calibration"]
+    assert fitted["models"] == 60  # the unknown kind and the failed model are left out
+    assert fitted["cross_validated"]["within_10pct"] == 1.0
+    save_profile(Target(name="calibrated"), table, None, tmp_path / "targets")
+    again = load_profile("calibrated", tmp_path / "targets").require_table()
+    assert again.calibration == table.calibration
+    for model in models[:60]:
+        chosen = [_layer(x) for x in json.loads(model["layers"])]
+        assert again.predict(chosen).latency_ms == pytest.approx(model["latency_ms"], rel=0.10)
+    # a row whose time is not a positive number is refused, naming the row and column
+    frame.loc[0, "latency_ms"] = "-1"
+    frame.to_csv(tmp_path / "run-whole.csv", index=False)
+    with pytest.raises(TableError, match=r"row 1, column 'latency_ms'"):
+        read_run(run)
+
+
+def _layer(fields: dict):  # type: ignore[no-untyped-def,type-arg]
+    from edgecompress.targets.table import Layer
+
+    return Layer(**fields)

@@ -17,6 +17,10 @@ def test_build_then_validate_on_this_machine(workdir: Path, capsys: pytest.Captu
     assert main(["table", "build", "--levels", "2", "--random", "1", "--whole", "3", *args]) == 0
     out = capsys.readouterr().out
     assert "target local-cpu" in out and "(complete)" in out
+    # 3 whole models timed: too few for the full calibration, one scale is fitted on them
+    assert "calibrated on 3 whole models: one scale" in out
+    whole = workdir / "targets" / "local-cpu" / "build" / "device-whole.csv"
+    assert whole.read_text().count("\n") == 4  # the header and 3 models, each timed once
     profile = load_profile("local-cpu", "targets")
     assert profile.table is not None and profile.reference.is_file()
     assert profile.table.header["device"]["onnxruntime"]
@@ -28,6 +32,7 @@ def test_build_then_validate_on_this_machine(workdir: Path, capsys: pytest.Captu
     assert main(["table", "build", "--levels", "2", "--random", "1", "--whole", "3", *args]) == 0
     assert len(load_profile("local-cpu", "targets").table.entries) == rows  # type: ignore[union-attr]
     assert device.read_text().count("\n") == lines  # no kernel measured twice
+    assert whole.read_text().count("\n") == 4  # no whole model timed twice
     capsys.readouterr()
 
     code = main(["table", "validate", "--samples", "3", "--format", "json", *args])
