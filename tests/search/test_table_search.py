@@ -187,3 +187,32 @@ def test_a_resumed_study_keeps_its_latency_source_and_its_correction_does_not_co
     assert again.meta["costing"]["correction"] == pytest.approx(expected)
     with pytest.raises(EdgeCompressError, match="takes its latency live"):
         search(tiny, trials=2, latency="table", **kw)  # type: ignore[arg-type]
+
+
+def test_a_search_on_ray_costs_and_screens_from_the_table(
+    tiny,  # type: ignore[no-untyped-def]
+    kernels_of_tiny: Path,
+    workdir: Path,
+) -> None:
+    """The Ray path: the costing travels to the workers, which price and screen from the
+    target's table as the in-process path does."""
+    _device(kernels_of_tiny, workdir, "slow-float", 1.0, "Cortex-A53")
+    result = search(
+        tiny,
+        trials=6,
+        speedup=3.0,
+        workers=2,
+        storage="sqlite:///ray-table.db",
+        progress=False,
+        target="slow-float",
+        targets="targets",
+    )
+    study = optuna.load_study(study_name="tiny", storage="sqlite:///ray-table.db")
+    assert result.meta["costing"]["latency"] == "table"
+    screened = [t for t in study.trials if t.user_attrs.get("screened")]
+    assert screened and all(t.state == optuna.trial.TrialState.PRUNED for t in screened)
+    assert all(t.constraints["latency_budget"] > 0 for t in screened)
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(done) == len(result.trials) == 6
+    for t in done:  # priced by the workers from the table, not measured
+        assert t.user_attrs["latency_ms"] == t.user_attrs["predicted_latency_ms"]
