@@ -67,11 +67,16 @@ class Calibration:
     ms_per_mb: float = 0.0
     residual_pct: float = 0.0  # the cross-validated spread of a prediction (relative, %)
 
+    def coefficients(self, cls: str) -> tuple[float, float]:
+        """A class's factor and node cost (ms); the global scale and none for a class no whole
+        model had."""
+        return self.classes.get(cls, (self.scale, 0.0))
+
     def apply(self, model: Model) -> float:
         """The model's time less the call overhead (ms)."""
         total = 0.0
         for cls, entry in zip(model.classes, model.entries, strict=True):
-            a, b = self.classes.get(cls, (self.scale, 0.0))
+            a, b = self.coefficients(cls)
             total += a * entry + b
         return total + self.ms_per_mb * _cold(sum(model.weights) / 1e6, self.capacity_mb)
 
@@ -129,23 +134,21 @@ def fit(models: Sequence[Model], overhead_ms: float) -> Fit:
         return Fit(plain, report)
     names = sorted({c for m in models for c in m.classes})
     k = len(names)
-    best: tuple[float, float, float, float] | None = None
     heaviest = max(sum(m.weights) for m in models) / 1e6
     # a capacity above every model's weights leaves the cold term all but zero (and its
     # factor unconstrained)
     capacities = [0.0, *(c for c in CAPACITIES_MB if c < heaviest)]
+    best: tuple[tuple[float, float], float, float, np.ndarray] | None = None
     for capacity in capacities:
         design = _design(models, names, capacity)
         for ridge in RIDGES:
             errors = _cross_validated(design, measured, overhead_ms, scale, k, ridge)
             score = (float(np.mean(np.abs(errors) <= 0.10)), -float(np.mean(np.abs(errors))))
-            if best is None or score > best[:2]:
-                best = (*score, capacity, ridge)
+            if best is None or score > best[0]:
+                best = (score, capacity, ridge, errors)
     assert best is not None
-    capacity, ridge = best[2], best[3]
-    design = _design(models, names, capacity)
-    solution = _solve(design, measured, overhead_ms, scale, k, ridge)
-    errors = _cross_validated(design, measured, overhead_ms, scale, k, ridge)
+    _, capacity, ridge, errors = best
+    solution = _solve(_design(models, names, capacity), measured, overhead_ms, scale, k, ridge)
     calibration = Calibration(
         scale=scale,
         classes={c: (float(solution[i]), float(solution[k + i])) for i, c in enumerate(names)},

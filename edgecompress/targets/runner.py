@@ -271,6 +271,11 @@ def _done(out: Path) -> dict[str, dict[str, str]]:
     }
 
 
+def _failure(exc: Exception) -> str:
+    """A row's status when the device could not run its model."""
+    return f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+
+
 def _check_bundle(out: Path, bundle_id: str) -> None:
     """An output file belongs to one bundle: resuming with another one is refused."""
     meta = out.with_suffix(".json")
@@ -324,8 +329,7 @@ def run_bundle(
             try:
                 timing = runner.entry(str(bundle / row["file"]), str(bundle / row["null_file"]))
             except Exception as exc:  # noqa: BLE001 - a kernel this runtime lacks is reported
-                reason = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-                timing = dict({k: "" for k in TIMING}, status=reason)
+                timing = dict({k: "" for k in TIMING}, status=_failure(exc))
             writer.writerow({**row, **timing})
             f.flush()
     if complete and (bundle / "whole.csv").exists():
@@ -386,8 +390,8 @@ def _run_whole(
             try:
                 ratio, _, spread = runner.ratio(str(bundle / row["file"]))
             except Exception as exc:  # noqa: BLE001 - reported, and left out of the calibration
-                reason = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-                writer.writerow({**kept, "latency_ms": "", "spread_pct": "", "status": reason})
+                failed = {"latency_ms": "", "spread_pct": "", "status": _failure(exc)}
+                writer.writerow({**kept, **failed})
                 f.flush()
                 continue
             ms = ratio * runner.reference_ms

@@ -113,14 +113,14 @@ class LatencyTable:
         """The layers' entries, calibrated (``calibration``), plus the per-inference overhead.
         The uncertainty is the entries' own, and the calibration's cross-validated spread."""
         calibration = self.calibration
+        classes = [class_of(layer) for layer in layers]
         entries, variance, interpolated = [], 0.0, 0
-        for layer in layers:
+        for layer, cls in zip(layers, classes, strict=True):
             ms, sd, exact = self.entry(layer)
-            a, _ = calibration.classes.get(class_of(layer), (calibration.scale, 0.0))
             entries.append(ms)
-            variance += (a * sd) ** 2
+            variance += (calibration.coefficients(cls)[0] * sd) ** 2
             interpolated += not exact
-        model = Model([class_of(layer) for layer in layers], entries, [x.weights for x in layers])
+        model = Model(classes, entries, [layer.weights for layer in layers])
         latency = float(self.header["overhead_ms"]) + calibration.apply(model)
         # the calibration's errors are relative to whole models' times, overhead and all
         variance += (latency * calibration.residual_pct / 100) ** 2
