@@ -68,8 +68,12 @@ def naive(table: LatencyTable, device_csv: Path) -> LatencyTable:
     alone = alone[alone["status"].isin(["ok", "noisy"])].reset_index(drop=True)
     entries = table.entries.copy()
     entries["latency_ms"] = alone["alone_ms"].astype(float).to_numpy()
-    header = {k: v for k, v in table.header.items() if k != "calibration"}
-    return LatencyTable(entries, {**header, "overhead_ms": 0.0, "scale": 1.0})
+    return LatencyTable(entries, {**uncalibrated(table), "overhead_ms": 0.0, "scale": 1.0})
+
+
+def uncalibrated(table: LatencyTable) -> dict[str, Any]:
+    """The table's header without its calibration: its prediction is the sum times ``scale``."""
+    return {k: v for k, v in table.header.items() if k != "calibration"}
 
 
 def prove(samples: int) -> dict[str, Any]:
@@ -85,7 +89,7 @@ def prove(samples: int) -> dict[str, Any]:
     summary = result.summary() | {"validate_s": time.perf_counter() - start}
     rows = result.rows
     # the same plans priced by simpler predictors, to show what each part of the table's adds
-    plain = {k: v for k, v in table.header.items() if k != "calibration"}
+    plain = uncalibrated(table)
     variants = {
         "naive": naive(table, profile.folder / "build" / "device.csv"),
         "sum": LatencyTable(table.entries, {**plain, "scale": 1.0}),
