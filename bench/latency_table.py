@@ -12,6 +12,9 @@
 3. (``--trials N``) the same search twice from scratch, without and with screening, latency
    measured live both times: wall time, trials trained and screened, the best feasible accuracy
    and when each run first reached the other's final front quality.
+4. (``--retime-whole``) the build's whole models timed again now, in this process, against the
+   times the build recorded: how far one model's time moves from one session to another, which
+   no prediction can know.
 
 Writes bench/latency_table.json (after each phase). Timings are this machine's, noisy and shared.
 """
@@ -125,6 +128,31 @@ def prove(samples: int) -> dict[str, Any]:
     )
 
 
+def retime_whole() -> dict[str, Any]:
+    from edgecompress.targets.profile import load_profile
+    from edgecompress.targets.runner import Runner
+
+    profile = load_profile("local-cpu", WORK / "targets")
+    table = profile.require_table()
+    runs = pd.read_csv(profile.folder / "build" / "device-whole.csv", keep_default_na=False)
+    runs = runs[runs["status"] == "ok"]
+    bundle = profile.folder / "build" / "bundle"
+    files = pd.read_csv(bundle / "whole.csv", keep_default_na=False).set_index("id")["file"]
+    runner = Runner(profile.reference.read_bytes(), threads=int(table.header["threads"]))
+    unit = float(table.header["reference_ms"])
+    now = [runner.ratio(str(bundle / files[i]))[0] * unit for i in runs["id"]]
+    moved = (pd.Series(now, index=runs.index) / runs["latency_ms"].astype(float) - 1).abs()
+    return {
+        "models": int(len(runs)),
+        "within_10pct": float((moved <= 0.10).mean()),
+        "within_5pct": float((moved <= 0.05).mean()),
+        "median_pct": float(100 * moved.median()),
+        "mean_pct": float(100 * moved.mean()),
+        "built": table.header.get("date"),
+        "retimed": time.strftime("%Y-%m-%d %H:%M"),
+    }
+
+
 def timings(experiment: Any, space: Any, profile: Any) -> dict[str, float]:
     """What predicting one candidate costs: building its graph without training, finding its
     kernels, and the table lookup itself (a fresh table, then again with its cache warm)."""
@@ -231,6 +259,7 @@ def main() -> None:
     p.add_argument("--speedup", type=float, default=10.0)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--skip-build", action="store_true", help="keep bench/_work/targets' table")
+    p.add_argument("--retime-whole", action="store_true", help="re-time the whole models")
     args = p.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {"device": describe_device()}
@@ -250,6 +279,10 @@ def main() -> None:
     if args.trials:
         report["search"] = searches(args.trials, args.speedup, args.workers)
         save()
+    if args.retime_whole:
+        report["retime_whole"] = retime_whole()
+        save()
+        print(json.dumps(report["retime_whole"], indent=2))
     shown = {k: v for k, v in report.get("validate", {}).items() if k != "rows"}
     print(json.dumps(shown, indent=2))
 

@@ -150,7 +150,8 @@ def _plan(args: argparse.Namespace) -> int:
         )
     print(
         f"bundle {made.path}: {made.micro_models} micro-models from {made.plans} plans "
-        f"({len(made.failed_plans)} could not be built). On the device, with onnxruntime and "
+        f"({len(made.failed_plans)} could not be built), {made.whole_models} models to time "
+        f"whole ({len(made.failed_whole)} could not be built). On the device, with onnxruntime and "
         f"numpy: python {made.path / 'run.py'} -o device.csv; then here: edgecompress table "
         "import device.csv --target NAME"
     )
@@ -218,6 +219,7 @@ def _validate(args: argparse.Namespace) -> int:
     print(
         f"\n{summary['samples']} samples: {100 * summary['within_10pct']:.0f}% within +-10% of "
         f"measured, MAPE {summary['mape']:.1f}%, Spearman {summary['spearman']:.3f}; the "
-        f"measurement's own noise {summary['noise_pct']:.1f}%"
+        f"measurement's own noise {summary['noise_pct']:.1f}% (two measurements of one model, "
+        f"in two processes, agree within +-10% for {100 * summary['repeat_within_10pct']:.0f}%)"
     )
     return 0

@@ -131,6 +131,8 @@ class Bundle:
     plans: int
     failed_plans: list[str] = field(default_factory=list)
     complete: bool = True
+    whole_models: int = 0
+    failed_whole: list[str] = field(default_factory=list)  # other plans, for the calibration
 
 
 def write_bundle(
@@ -182,13 +184,14 @@ def write_bundle(
             complete = i + 1 == len(plans)
             break
     wholes: list[dict[str, Any]] = []
-    for i, built in _built(experiment, extra if complete else [], failed):
+    failed_whole: list[str] = []
+    for i, built in _built(experiment, extra if complete else [], failed_whole):
         if progress:
             progress(len(plans) + i, total)
         try:
             found = kernels(built, feed, threads=experiment.target.threads)
         except Exception as exc:  # noqa: BLE001
-            failed.append(f"{extra[i].key}: {type(exc).__name__}: {exc}")
+            failed_whole.append(f"{extra[i].key}: {type(exc).__name__}: {exc}")
             continue
         name = f"whole/w{len(wholes):03d}.onnx"
         (out / "whole").mkdir(exist_ok=True)
@@ -211,6 +214,7 @@ def write_bundle(
         "random": random,
         "whole": whole,
         "whole_models": len(wholes),
+        "failed_whole": len(failed_whole),
         "bundle_id": hashlib.sha256(manifest).hexdigest()[:16],
         "threads": experiment.target.threads,
         "batch_size": experiment.target.batch_size,
@@ -221,7 +225,7 @@ def write_bundle(
     }
     (out / "bundle.json").write_text(json.dumps(meta, indent=2) + "\n")
     shutil.copyfile(runner.__file__, out / "run.py")
-    return Bundle(out, len(rows), len(plans), failed, complete)
+    return Bundle(out, len(rows), len(plans), failed, complete, len(wholes), failed_whole)
 
 
 def _built(

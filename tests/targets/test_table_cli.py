@@ -3,9 +3,12 @@
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from edgecompress import EdgeCompressError
 from edgecompress.cli import EXIT_BAD_INPUT, main
+from edgecompress.tables.validate import Validation
 from edgecompress.targets.profile import load_profile
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -41,6 +44,7 @@ def test_build_then_validate_on_this_machine(workdir: Path, capsys: pytest.Captu
     assert summary["samples"] == 3
     assert 0.0 <= summary["within_10pct"] <= 1.0
     assert summary["mape"] >= 0 and summary["noise_pct"] >= 0
+    assert 0.0 <= summary["repeat_within_10pct"] <= 1.0  # the repeat ran in another process
     assert -1.0 <= summary["spearman"] <= 1.0
 
 
@@ -68,8 +72,10 @@ def test_import_writes_a_target_and_validate_refuses_another_device(
         )
         == 0
     )
-    assert "run.py -o device.csv" in capsys.readouterr().out
-    import pandas as pd
+    out = capsys.readouterr().out
+    assert "run.py -o device.csv" in out
+    assert "(0 could not be built), 0 models to time whole" in out
+    assert json.loads((bundle / "bundle.json").read_text())["failed_whole"] == 0
 
     rows = pd.read_csv(bundle / "manifest.csv", dtype=str, keep_default_na=False)
     rows.assign(latency_ms=0.01, p90_ms=0.01, spread_pct=1.0, status="ok").to_csv(
@@ -113,3 +119,19 @@ def test_import_writes_a_target_and_validate_refuses_another_device(
     assert code == EXIT_BAD_INPUT
     assert "missing columns" in capsys.readouterr().err
     assert not (workdir / "targets" / "bad").exists()  # nothing written
+
+
+def test_validation_reports_how_often_two_measurements_agree() -> None:
+    rows = pd.DataFrame(
+        {
+            "predicted_ms": [1.0, 1.02, 0.99, 1.01],
+            "measured_ms": [1.05, 1.2, 0.95, 1.0],
+            "repeat_ms": [1.0, 1.2, 1.1, 1.02],  # 5%, 0%, 15.8%, 2% apart
+        }
+    )
+    summary = Validation(rows).summary()
+    assert summary["within_10pct"] == 0.75  # 1.02 is 15% under 1.2
+    assert summary["repeat_within_10pct"] == 0.75  # 0.95 against 1.1 is not
+    assert summary["noise_pct"] == pytest.approx(100 * (0.05 / 1.05 + 0.02) / 2)
+    with pytest.raises(EdgeCompressError, match="no plan of the space could be built"):
+        Validation(rows.iloc[:0]).summary()
