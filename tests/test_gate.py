@@ -1,5 +1,7 @@
 """The CPU gate: a measurement never overlaps work, and waiting measurements are not starved."""
 
+import fcntl
+import os
 import threading
 import time
 from pathlib import Path
@@ -33,7 +35,8 @@ def test_measurement_waits_for_work_and_blocks_new_work(tmp_path: Path) -> None:
     work_started.wait(5)
     m = threading.Thread(target=measurer)
     m.start()
-    time.sleep(0.3)  # the measurement is now waiting in the turnstile
+    assert _held(CpuGate(tmp_path)._turnstile), "the measurement never reached the turnstile"
+    time.sleep(0.3)
     assert not measuring.is_set()  # w1 still works: no measurement yet
     late = threading.Thread(target=worker, args=("w2", None))
     late.start()
@@ -43,6 +46,24 @@ def test_measurement_waits_for_work_and_blocks_new_work(tmp_path: Path) -> None:
     for t in (first, m, late):
         t.join(10)
     assert events == ["w1 start", "w1 end", "measure start", "measure end", "w2 start", "w2 end"]
+
+
+def _held(lock: Path, timeout_s: float = 10.0) -> bool:
+    """Whether another holder takes ``lock`` within the timeout (polled, so a starved thread
+    on a loaded machine is waited for instead of raced)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+        time.sleep(0.01)
+    return False
 
 
 def test_work_runs_concurrently_with_work(tmp_path: Path) -> None:

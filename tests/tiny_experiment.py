@@ -51,18 +51,21 @@ def _loader(n: int, seed: int, shuffle: bool) -> DataLoader:
 
 def trained_model() -> nn.Module:
     path = Path(os.environ.get("EDGECOMPRESS_CACHE", "/tmp")) / "tiny-model.pt"
-    model = TinyNet()
-    if not path.exists():
+    # its own random state: the same teacher whichever test trains it first, and the tests'
+    # random state is left as it was
+    with torch.random.fork_rng():
         torch.manual_seed(0)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-        for _ in range(8):
-            for x, y in _loader(400, 0, True):
-                opt.zero_grad()
-                nn.functional.cross_entropy(model(x), y).backward()
-                opt.step()
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(model.state_dict(), tmp)
-        tmp.replace(path)
+        model = TinyNet()
+        if not path.exists():
+            opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+            for _ in range(8):
+                for x, y in _loader(400, 0, True):
+                    opt.zero_grad()
+                    nn.functional.cross_entropy(model(x), y).backward()
+                    opt.step()
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            torch.save(model.state_dict(), tmp)
+            tmp.replace(path)
     model.load_state_dict(torch.load(path, weights_only=True))
     return model.eval()
 

@@ -137,8 +137,9 @@ FAMILY = StudentFamily(build=shallow_teacher, width=(0.25, 1.0), depth=(1, 6))
 def test_a_family_builds_the_member_asked_for_deterministically_under_a_seed() -> None:
     plan = Plan({"student.family": "family", "student.width": 0.5, "student.depth": 2})
     builder = StudentBuilder(X, family=FAMILY, seed=3)
+    model = teacher()  # seeds and draws from the global generator itself: before the snapshot
     state = torch.get_rng_state()
-    student = builder.apply(teacher(), plan)
+    student = builder.apply(model, plan)
     assert torch.equal(torch.get_rng_state(), state)  # the global generator is left alone
     convs = [m for m in student.modules() if isinstance(m, nn.Conv1d)]
     assert [c.out_channels for c in convs] == [4, 4]

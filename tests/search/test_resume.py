@@ -67,55 +67,66 @@ def test_resume_refuses_a_changed_space_or_budget(tiny, workdir: Path) -> None: 
     assert len(_complete(storage)) == 2  # nothing was run or lost
 
 
-def test_a_killed_search_is_recovered(workdir: Path) -> None:
-    storage = "sqlite:///killed.db"
-    cmd = [
-        sys.executable,
-        "-m",
-        "edgecompress.cli",
-        "search",
-        TINY,
-        "--speedup",
-        "0.5",
-        "--trials",
-        "6",  # the retry is queued after the baselines and the three uniform seeds
-        "--storage",
-        storage,
-        "--no-progress",
-    ]
-    proc = subprocess.Popen(
-        cmd, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    running = None
-    deadline = time.time() + 120
-    while running is None and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-        try:
-            study = optuna.load_study(study_name="tiny", storage=storage)
-        except Exception:  # noqa: BLE001 - not created yet
-            continue
-        live = [t for t in study.trials if t.state == TrialState.RUNNING]
-        running = live[0] if live else None
-    assert running is not None, "the search never had a running trial"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+def _kill_while_a_trial_runs(cmd: list[str], storage: str) -> int | None:
+    """Starts the search, SIGKILLs it once a trial is RUNNING; the number of the trial the kill
+    left RUNNING (None if the kill fell between one trial's end and the next one's start)."""
+    log = Path(storage.removeprefix("sqlite:///") + ".log")
+    with open(log, "w") as err:
+        proc = subprocess.Popen(cmd, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=err)
+        seen = False
+        deadline = time.time() + 600  # imports, the reference's timing and the teacher first
+        while not seen and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+            try:
+                study = optuna.load_study(study_name="tiny", storage=storage)
+            except Exception:  # noqa: BLE001 - not created yet
+                continue
+            seen = any(t.state == TrialState.RUNNING for t in study.trials)
+        assert seen, f"the search never had a running trial: {log.read_text()[-2000:]}"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    left = optuna.load_study(study_name="tiny", storage=storage).trials
+    running = [t.number for t in left if t.state == TrialState.RUNNING]
+    assert len(running) <= 1  # one trial at a time in a search with one worker
+    return running[0] if running else None
 
+
+def test_a_killed_search_is_recovered(workdir: Path) -> None:
+    for attempt in range(3):
+        storage = f"sqlite:///killed{attempt}.db"
+        cmd = [
+            sys.executable,
+            "-m",
+            "edgecompress.cli",
+            "search",
+            TINY,
+            "--speedup",
+            "0.5",
+            "--trials",
+            "6",  # the retry is queued after the baselines and the three uniform seeds
+            "--storage",
+            storage,
+            "--no-progress",
+        ]
+        interrupted = _kill_while_a_trial_runs(cmd, storage)
+        if interrupted is not None:
+            break
+    assert interrupted is not None, "three kills in a row fell between two trials"
     before = {
         t.number: t.state for t in optuna.load_study(study_name="tiny", storage=storage).trials
     }
-    assert before[running.number] == TrialState.RUNNING  # left behind by the kill
     done_before = [n for n, s in before.items() if s == TrialState.COMPLETE]
 
     subprocess.run(cmd, env=os.environ.copy(), check=True, capture_output=True)
     study = optuna.load_study(study_name="tiny", storage=storage)
     by_number = {t.number: t for t in study.trials}
-    assert by_number[running.number].state == TrialState.FAIL
-    assert "interrupted" in by_number[running.number].user_attrs["error"]
-    retries = [t for t in study.trials if t.user_attrs.get("retry_of") == running.number]
+    assert by_number[interrupted].state == TrialState.FAIL
+    assert "interrupted" in by_number[interrupted].user_attrs["error"]
+    retries = [t for t in study.trials if t.user_attrs.get("retry_of") == interrupted]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
-    # the same plan: every value the interrupted trial had (the kill may have come while it was
-    # still sampling, so compare with what the study kept, not with the snapshot above)
-    killed = by_number[running.number]
+    # the same plan: every value the interrupted trial had (the kill may come while it is still
+    # sampling: what the study kept of it, its queued plan and what it had sampled)
+    killed = by_number[interrupted]
     known = {**killed.system_attrs.get("fixed_params", {}), **killed.params}
     assert known, "the interrupted trial kept no plan to retry"
     assert {name: retries[0].params.get(name) for name in known} == known
