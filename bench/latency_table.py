@@ -149,7 +149,7 @@ def retime_whole() -> dict[str, Any]:
         "median_pct": float(100 * moved.median()),
         "mean_pct": float(100 * moved.mean()),
         "built": table.header.get("date"),
-        "retimed": time.strftime("%Y-%m-%d %H:%M"),
+        "retimed": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
     }
 
 

@@ -200,6 +200,8 @@ def _validate(args: argparse.Namespace) -> int:
         )
     if not profile.reference.is_file():
         raise EdgeCompressError(f"{profile.reference} is missing: rebuild the table")
+    if args.samples < 1:
+        raise EdgeCompressError(f"--samples {args.samples}: validate needs at least 1 sample")
     experiment, space = _space(args.experiment)
     with _Bars() as bars:
         result = validate(

@@ -8,6 +8,8 @@ import pytest
 
 from edgecompress import EdgeCompressError
 from edgecompress.cli import EXIT_BAD_INPUT, main
+from edgecompress.cli_table import _space
+from edgecompress.tables import validate as validate_module
 from edgecompress.tables.validate import Validation
 from edgecompress.targets.profile import load_profile
 
@@ -15,7 +17,11 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 TINY = f"{Path(__file__).parents[1] / 'tiny_experiment.py'}:experiment"
 
 
-def test_build_then_validate_on_this_machine(workdir: Path, capsys: pytest.CaptureFixture) -> None:  # type: ignore[type-arg]
+def test_build_then_validate_on_this_machine(
+    workdir: Path,
+    capsys: pytest.CaptureFixture,  # type: ignore[type-arg]
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     args = ["--experiment", TINY, "--targets", "targets"]
     assert main(["table", "build", "--levels", "2", "--random", "1", "--whole", "3", *args]) == 0
     out = capsys.readouterr().out
@@ -44,8 +50,29 @@ def test_build_then_validate_on_this_machine(workdir: Path, capsys: pytest.Captu
     assert summary["samples"] == 3
     assert 0.0 <= summary["within_10pct"] <= 1.0
     assert summary["mape"] >= 0 and summary["noise_pct"] >= 0
-    assert 0.0 <= summary["repeat_within_10pct"] <= 1.0  # the repeat ran in another process
+    assert 0.0 <= summary["repeat_within_10pct"] <= 1.0
     assert -1.0 <= summary["spearman"] <= 1.0
+    assert main(["table", "validate", "--samples", "0", *args]) == EXIT_BAD_INPUT
+    assert "--samples 0" in capsys.readouterr().err
+
+    # the repeat is measured in another process: a stub runner in this one does not reach it
+    class Fixed:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            pass
+
+        def ratio(self, model: object) -> tuple[float, float, float]:
+            return 1.0, 1.0, 0.0
+
+    monkeypatch.setattr(validate_module, "Runner", Fixed)
+    experiment, space = _space(TINY)
+    profile = load_profile("local-cpu", "targets")
+    assert profile.table is not None
+    rows = validate_module.validate(
+        experiment, space, profile.table, profile.reference.read_bytes(), samples=2
+    ).rows
+    unit = profile.table.header["reference_ms"]
+    assert len(rows) == 2 and (rows["measured_ms"] == unit).all()  # this process: the stub
+    assert (rows["repeat_ms"] > 0).all() and (rows["repeat_ms"] != unit).all()
 
 
 def test_import_writes_a_target_and_validate_refuses_another_device(
