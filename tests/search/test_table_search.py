@@ -61,6 +61,21 @@ def _device(bundle: Path, root: Path, name: str, scale: float, cpu: str) -> None
     save_profile(Target(name=name), table, None, root / "targets")
 
 
+def _on_slow_float(tiny, storage: str, **kw: object):  # type: ignore[no-untyped-def]
+    """A search priced from the slow-float table at a budget its float kernels miss: 6 trials,
+    the 5 baselines and seeds (never screened) and one sampled plan."""
+    return search(
+        tiny,
+        trials=6,
+        speedup=3.0,
+        storage=storage,
+        progress=False,
+        target="slow-float",
+        targets="targets",
+        **kw,  # type: ignore[arg-type]
+    )
+
+
 def test_screening_never_trains_a_plan_predicted_over_budget(
     tiny,  # type: ignore[no-untyped-def]
     kernels_of_tiny: Path,
@@ -77,15 +92,7 @@ def test_screening_never_trains_a_plan_predicted_over_budget(
         return real(experiment, plan, workdir, **kw)
 
     monkeypatch.setattr(trial_module, "compress", recording)
-    result = search(
-        tiny,
-        trials=6,  # the 5 baselines and seeds (never screened), and one sampled plan
-        speedup=3.0,
-        storage="sqlite:///s.db",
-        progress=False,
-        target="slow-float",
-        targets="targets",
-    )
+    result = _on_slow_float(tiny, "sqlite:///s.db")
     study = optuna.load_study(study_name="tiny", storage="sqlite:///s.db")
     screened = [t for t in study.trials if t.user_attrs.get("screened")]
     # a sampled plan with a float convolution or matrix product misses the budget here
@@ -197,16 +204,7 @@ def test_a_search_on_ray_costs_and_screens_from_the_table(
     """The Ray path: the costing travels to the workers, which price and screen from the
     target's table as the in-process path does."""
     _device(kernels_of_tiny, workdir, "slow-float", 1.0, "Cortex-A53")
-    result = search(
-        tiny,
-        trials=6,
-        speedup=3.0,
-        workers=2,
-        storage="sqlite:///ray-table.db",
-        progress=False,
-        target="slow-float",
-        targets="targets",
-    )
+    result = _on_slow_float(tiny, "sqlite:///ray-table.db", workers=2)
     study = optuna.load_study(study_name="tiny", storage="sqlite:///ray-table.db")
     assert result.meta["costing"]["latency"] == "table"
     screened = [t for t in study.trials if t.user_attrs.get("screened")]
