@@ -52,8 +52,8 @@ class Validation:
             "mape": float(100 * error.mean()),
             "spearman": float(rows["predicted_ms"].corr(rows["measured_ms"], method="spearman")),
             "noise_pct": float(100 * noise.median()),
-            # how often the two measurements of one model agree within 10%: what a single
-            # measurement's noise alone costs the share above
+            # how often the two measurements of one model agree within 10% of the first (two
+            # noisy measurements: a stricter test than a prediction against one of them)
             "repeat_within_10pct": float((noise <= 0.10).mean()),
             "measured_ms_min": float(rows["measured_ms"].min()),
             "measured_ms_max": float(rows["measured_ms"].max()),
