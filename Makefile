@@ -3,7 +3,7 @@
 VENV := .venv/bin
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup demo test bench bench-techniques bench-quantization bench-tables clean
+.PHONY: setup demo test bench bench-techniques bench-quantization bench-tables bench-in-context clean
 
 setup:
 	@bash scripts/setup.sh
@@ -29,6 +29,9 @@ bench-quantization: setup
 
 bench-tables: setup
 	$(VENV)/python bench/latency_table.py --samples 50 --trials 24 --speedup 30
+
+bench-in-context: setup
+	$(VENV)/python bench/in_context.py --models 20 --worst 6
 
 clean:
 	rm -rf .venv demo.db demo.db.artifacts out
