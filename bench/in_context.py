@@ -113,7 +113,7 @@ def summary(models: dict[str, dict[str, Any]], calibration: Calibration) -> dict
             "model": s["model"],
             "class": s["class"],
             "mb": round(s["weights"] / 1e6, 2),
-            "alone_gb_s": round(s["weights"] / 1e6 / s["entry_ms"], 1),
+            "alone_gb_s": round(s["weights"] / 1e6 / max(s["entry_ms"], 1e-6), 1),
             "in_context_gb_s": round(s["weights"] / 1e6 / max(s["in_context_ms"], 1e-6), 1),
         }
         for _, s in streaming.iterrows()
