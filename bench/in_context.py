@@ -33,7 +33,7 @@ from edgecompress.targets import kernels as kernels_of
 from edgecompress.targets.calibrate import Calibration, _cold, class_of
 from edgecompress.targets.imports import _layers
 from edgecompress.targets.profile import load_profile
-from edgecompress.targets.runner import Runner, Timed, interleaved, random_feed, stats
+from edgecompress.targets.runner import Runner, Timed, random_feed
 
 HERE = Path(__file__).parent
 TARGETS = HERE / "_work" / "targets"
@@ -56,21 +56,14 @@ def prefixes(graph: onnx.ModelProto) -> list[bytes]:
     return cut
 
 
-def timed_ms(runner: Runner, model: bytes, rounds: int, unit: float, *, optimize: bool) -> float:
-    """The median ratio to the reference times ``unit``: the table's milliseconds."""
-    timed = Timed(model, runner.threads, optimize=optimize)
-    ratios = interleaved([timed], runner.reference, rounds=rounds, warmup_s=0.1, block_ms=8.0)
-    return stats(ratios[0])[0] * unit
-
-
-def in_context(runner: Runner, table: Any, data: bytes, rounds: int) -> dict[str, Any]:
+def in_context(runner: Runner, table: Any, data: bytes) -> dict[str, Any]:
     """One whole model: each node's cost in context, its entry, its calibrated entry."""
     session = Timed(data, runner.threads, optimize=True)
     found = kernels_of.kernels(data, random_feed(session.sess))
     graph = found[0].graph
     unit = float(table.header["reference_ms"])  # as `table validate` measures
-    times = [timed_ms(runner, m, rounds, unit, optimize=False) for m in prefixes(graph)]
-    whole = timed_ms(runner, data, rounds, unit, optimize=True)
+    times = [runner.ratio(m, optimize=False)[0] * unit for m in prefixes(graph)]
+    whole = runner.ratio(data)[0] * unit
     calibration = table.calibration
     nodes = []
     for kernel, cost in zip(found, np.diff(times), strict=True):
@@ -151,7 +144,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--models", type=int, default=20, help="the build's first N whole models")
     p.add_argument("--worst", type=int, default=6, help="and the N predicted worst")
-    p.add_argument("--rounds", type=int, default=30)
+    p.add_argument("--rounds", type=int, default=30, help="rounds per prefix")
     p.add_argument("--summary-only", action="store_true", help="re-summarize bench/in_context.json")
     args = p.parse_args()
     profile = load_profile("local-cpu", TARGETS)
@@ -177,11 +170,18 @@ def main() -> None:
     chosen += [i for i in error.abs().sort_values(ascending=False).index if i not in chosen][
         : args.worst
     ]
-    runner = Runner(profile.reference.read_bytes(), threads=int(table.header["threads"]))
+    # a whole model's measurement (`Runner.ratio`: 3 x rounds, blocks of 4 x block_ms), with
+    # blocks of 8 ms: a prefix is timed as a whole model is
+    runner = Runner(
+        profile.reference.read_bytes(),
+        threads=int(table.header["threads"]),
+        rounds=max(1, args.rounds // 3),
+        block_ms=2.0,
+    )
     models = {}
     for n, name in enumerate(chosen):
         data = (build / "bundle" / files.loc[name, "file"]).read_bytes()
-        models[name] = in_context(runner, table, data, args.rounds)
+        models[name] = in_context(runner, table, data)
         r = models[name]
         print(
             f"[{n + 1}/{len(chosen)}] {name}: whole {1e3 * r['whole_ms']:.1f} us, predicted "
