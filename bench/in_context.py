@@ -33,7 +33,7 @@ from edgecompress.targets import kernels as kernels_of
 from edgecompress.targets.calibrate import Calibration, _cold, class_of
 from edgecompress.targets.imports import _layers
 from edgecompress.targets.profile import load_profile
-from edgecompress.targets.runner import Runner, Timed, random_feed
+from edgecompress.targets.runner import Runner, Timed
 
 HERE = Path(__file__).parent
 TARGETS = HERE / "_work" / "targets"
@@ -58,8 +58,7 @@ def prefixes(graph: onnx.ModelProto) -> list[bytes]:
 
 def in_context(runner: Runner, table: Any, data: bytes) -> dict[str, Any]:
     """One whole model: each node's cost in context, its entry, its calibrated entry."""
-    session = Timed(data, runner.threads, optimize=True)
-    found = kernels_of.kernels(data, random_feed(session.sess))
+    found = kernels_of.kernels(data, Timed(data, runner.threads, optimize=True).feed)
     graph = found[0].graph
     unit = float(table.header["reference_ms"])  # as `table validate` measures
     times = [runner.ratio(m, optimize=False)[0] * unit for m in prefixes(graph)]
