@@ -3,7 +3,7 @@
 VENV := .venv/bin
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: setup demo test bench bench-techniques bench-quantization bench-tables bench-in-context clean
+.PHONY: setup demo test bench bench-vs-hand bench-techniques bench-quantization bench-tables bench-in-context clean
 
 setup:
 	@bash scripts/setup.sh
@@ -20,6 +20,10 @@ test: setup
 
 bench: setup
 	$(VENV)/python bench/demo_search.py
+
+bench-vs-hand: setup
+	$(VENV)/python bench/search_vs_hand.py --models cnn mlp --arms hand allocate --seeds 0 1 2 --trials 10
+	$(VENV)/python bench/search_vs_hand.py --models cnn mlp --arms tpe random --seeds 0 --trials 10
 
 bench-techniques: setup
 	$(VENV)/python bench/techniques.py --trials 24 --workers 2 --speedup 25

@@ -19,7 +19,15 @@ from edgecompress.cli_format import EXIT_INFEASIBLE, print_front
 from edgecompress.errors import EdgeCompressError, NoFeasibleTrial, TrialsKeepFailing
 from edgecompress.experiment import Experiment, load_experiment
 from edgecompress.export import export
-from edgecompress.search import DEFAULT_STORAGE, Result, open_result, search, space_report
+from edgecompress.search import (
+    DEFAULT_STORAGE,
+    STRATEGIES,
+    Result,
+    open_result,
+    profile_report,
+    search,
+    space_report,
+)
 from edgecompress.search.recost import recost
 from edgecompress.search.storage import open_storage, study_names
 from edgecompress.targets.profile import load_profile
@@ -74,6 +82,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     screen.add_argument("--no-screen", dest="screen", action="store_false")
     s.add_argument("--targets", help="folder of target profiles (default ./targets)")
+    s.add_argument(
+        "--strategy",
+        choices=sorted(STRATEGIES),
+        default="allocate",
+        help="what proposes the plans: allocate (sensitivity-guided allocation under the "
+        "budget, then refinement; the default), tpe (multi-objective TPE over every knob), "
+        "random",
+    )
+    s.add_argument(
+        "--max-drop",
+        type=float,
+        help="ask for the fastest model within this drop of the teacher's validation accuracy "
+        "(0.01: one point) instead of the most accurate within the budget",
+    )
     _study_args(s)
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     _format_arg(s)
@@ -97,7 +119,10 @@ def _parser() -> argparse.ArgumentParser:
     _study_args(e)
     which = e.add_mutually_exclusive_group(required=True)
     which.add_argument(
-        "--best", action="store_true", help="the most accurate trial within the budget"
+        "--best",
+        action="store_true",
+        help="the answer to the study's question: the most accurate trial within the budget, "
+        "or the fastest within --max-drop of the teacher",
     )
     which.add_argument("--trial", type=int, help="this trial number")
     e.add_argument("-o", "--output", required=True, help="path of the .onnx file to write")
@@ -106,6 +131,12 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("space", help="show what a search would vary, and what it leaves alone")
     sp.add_argument("experiment", help="FILE.py:NAME naming an edgecompress.Experiment")
     sp.add_argument("--format", choices=("table", "json"), default="table", help="(default table)")
+    pr = sub.add_parser(
+        "profile", help="measure (or show the cached) sensitivity of each layer and its cost"
+    )
+    pr.add_argument("experiment", help="FILE.py:NAME naming an edgecompress.Experiment")
+    pr.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    pr.add_argument("--no-progress", action="store_true", help="no progress bar")
     cli_table.add_parser(sub)
     return p
 
@@ -135,6 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "front": _front,
             "export": _export,
             "space": _space,
+            "profile": _profile,
             "table": cli_table.run,
         }
         return commands[args.command](args)
@@ -171,6 +203,8 @@ def _search(args: argparse.Namespace) -> int:
         latency=args.latency,
         screen=args.screen,
         targets=args.targets,
+        strategy=args.strategy,
+        max_drop=args.max_drop,
     )
     return print_front(result, args.format)
 
@@ -235,6 +269,29 @@ def _space(args: argparse.Namespace) -> int:
         print(f"\nleft alone ({len(skipped)}):")
         print(alone.to_string(index=False))
     return 0
+
+
+def _profile(args: argparse.Namespace) -> int:
+    frame = profile_report(load_experiment(args.experiment), progress=not args.no_progress)
+    if args.format != "table":
+        print(frame.to_json(orient="records") if args.format == "json" else frame.to_csv())
+        return 0
+    damage, saved = frame["damage"].clip(lower=0), frame["saved_ms"].clip(lower=0)
+    shown = frame.assign(
+        sensitive=[_bar(d, damage.max()) for d in damage],
+        faster=[_bar(s, saved.max()) for s in saved],
+    )
+    print(
+        f"base plan {frame.attrs['base_ms']:.4f} ms (the uncompressed model "
+        f"{frame.attrs['reference_ms']:.4f} ms). damage: KL divergence from the teacher's "
+        "outputs without fine-tuning; saved: latency saved against the base plan"
+    )
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return 0
+
+
+def _bar(value: float, largest: float, width: int = 20) -> str:
+    return "#" * round(width * value / largest) if largest > 0 else ""
 
 
 def _values(knob: dict[str, Any]) -> str:

@@ -83,10 +83,14 @@ def _table(result: Result, records: list[dict[str, Any]]) -> str:
             f"\nre-costed for target {m['recosted_for']}: latency and feasibility from its table;"
             " accuracy and size as trained"
         )
+    if result.max_drop is not None:
+        head += (
+            f"\nquestion: the fastest model within {result.max_drop:g} of the teacher's accuracy"
+        )
     s = result.screening
     if s:
         head += (
-            f"\nscreening: {int(s['screened'])} plans predicted over the budget were not trained"
+            f"\nscreening: {int(s['screened'])} plans known over the budget were not trained"
             f" (screening took {s['screen_s']:.0f} s; about {s['saved_s'] / 60:.1f} min of "
             "training saved)"
         )
@@ -104,16 +108,25 @@ def _table(result: Result, records: list[dict[str, Any]]) -> str:
     rows = [
         {
             "trial": r["trial"],
-            "accuracy": f"{r['accuracy']:.4f}",
+            "accuracy": f"{r['accuracy']:.4f}" + _se(r.get("accuracy_se")),
             "test_acc": "-" if r["test_accuracy"] is None else f"{r['test_accuracy']:.4f}",
             "latency_ms": f"{r['latency_ms']:.4f}",
             "speedup": f"{r['speedup']:.1f}x",
             "size_mb": f"{r['size_mb']:.3f}",
             "gz_mb": "-" if r["size_gz_mb"] is None else f"{r['size_gz_mb']:.3f}",
             "budget": "meets" if r["feasible"] else f"over +{r['violation_ms']:.4f}",
-            "plan": r["baseline"] or plan_summary(r["plan"], r.get("notes") or {}),
+            "plan": r["baseline"]
+            or _proposed(r.get("proposed_by")) + plan_summary(r["plan"], r.get("notes") or {}),
         }
         for r in records
     ]
     body = pd.DataFrame(rows).to_string(index=False) if rows else "(no completed trials)"
     return f"{head}\n{title}:\n{body}"
+
+
+def _se(value: float | None) -> str:
+    return "" if value is None else f" +-{value:.4f}"
+
+
+def _proposed(label: str | None) -> str:
+    return f"{label}: " if label else ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +24,22 @@ def onnx_accuracy(
     return correct / len(x)
 
 
+def standard_error(accuracy: float, samples: int) -> float:
+    """The binomial standard error of an accuracy measured on ``samples`` samples."""
+    return math.sqrt(accuracy * (1 - accuracy) / samples) if samples else math.nan
+
+
 class OnnxAccuracy:
-    """``accuracy`` on the validation split (selection); ``test_accuracy`` reported, if any."""
+    """``accuracy`` on the validation split (selection) with its standard error
+    (``accuracy_se``); ``test_accuracy`` reported, if any."""
 
     def __init__(self, task: ClassificationTask) -> None:
         self.task = task
 
     def __call__(self, candidate: Candidate) -> dict[str, float]:
-        metrics = {"accuracy": onnx_accuracy(candidate.onnx_path, *self.task.arrays("val"))}
+        x, y = self.task.arrays("val")
+        accuracy = onnx_accuracy(candidate.onnx_path, x, y)
+        metrics = {"accuracy": accuracy, "accuracy_se": standard_error(accuracy, len(y))}
         if self.task.test is not None:
             x, y = self.task.arrays("test")
             metrics["test_accuracy"] = onnx_accuracy(candidate.onnx_path, x, y)

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Any
 
-import optuna
-
-from edgecompress.compress import compress
 from edgecompress.errors import EdgeCompressError
-from edgecompress.evaluators import measure_ratio
 from edgecompress.experiment import Experiment
-from edgecompress.gate import CpuGate
 from edgecompress.plan import Plan
-from edgecompress.search.trial import Reference
-from edgecompress.spaces import Space, baseline_params
+from edgecompress.search.probe import LatencyProbe, Reference
+from edgecompress.spaces import Space, baseline_params, replay
 
 
 def resolve_budget(
@@ -49,7 +42,7 @@ def extreme_plans(space: Space) -> list[Plan]:
             wanted = k.section in ("prune", "student") or (factorize and k.section == "rank")
             if k.fastest is not None and wanted:
                 params[k.name] = k.param(k.fastest)
-        plan = space.sample(optuna.trial.FixedTrial(params))  # type: ignore[arg-type]
+        plan = replay(space, params)
         plan = Plan({**plan.to_dict(), "finetune.epochs": 0})
         plans[plan.key] = plan
     return list(plans.values())
@@ -59,27 +52,17 @@ def fastest_reachable_ms(
     experiment: Experiment, space: Space, reference: Reference, reference_ms: float
 ) -> float:
     """Measured latency of the most compressed plans: the floor of what the space can reach."""
-    gate = CpuGate()
+    probe = LatencyProbe(experiment, reference, reference_ms)
     best = float("inf")
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, plan in enumerate(extreme_plans(space)):
-            try:
-                candidate = compress(experiment, plan, Path(tmp) / str(i), gate=gate.work)
-            except Exception as exc:  # noqa: BLE001 - InvalidPlan, or a model that breaks
-                raise EdgeCompressError(
-                    f"the most compressed plan of the space cannot be built "
-                    f"({type(exc).__name__}: {str(exc)[:300]}); lower the largest pruning ratio "
-                    "or exclude the layer named (Experiment.exclude), or narrow the space."
-                ) from None
-            with gate.measure():
-                m = measure_ratio(
-                    candidate.onnx_path,
-                    reference.onnx,
-                    reference.feed,
-                    threads=experiment.target.threads,
-                    rounds=15,
-                )
-            best = min(best, m.ratio * reference_ms)
+    for plan in extreme_plans(space):
+        try:
+            best = min(best, probe(plan))
+        except Exception as exc:  # noqa: BLE001 - InvalidPlan, or a model that breaks
+            raise EdgeCompressError(
+                f"the most compressed plan of the space cannot be built "
+                f"({type(exc).__name__}: {str(exc)[:300]}); lower the largest pruning ratio "
+                "or exclude the layer named (Experiment.exclude), or narrow the space."
+            ) from None
     return best
 
 

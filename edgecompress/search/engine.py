@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import onnx
 import optuna
+import pandas as pd
 from tqdm.auto import tqdm
 
 from edgecompress.compress import layer_nodes
@@ -26,15 +29,17 @@ from edgecompress.search.costing import Costing, costing_for
 from edgecompress.search.executors import run_in_process
 from edgecompress.search.front import Result, load_result
 from edgecompress.search.ledger import Ledger
+from edgecompress.search.probe import LatencyProbe
 from edgecompress.search.recost import remeasure_front
+from edgecompress.search.sensitivity import sensitivity
 from edgecompress.search.storage import DEFAULT_STORAGE, META, open_storage, sqlite_path
+from edgecompress.search.strategies import Context, Strategy, strategy_named
 from edgecompress.search.study import (
     check_costing,
     check_resume,
     create,
     ensure_baselines,
     recover_interrupted,
-    sampler,
     signature,
 )
 from edgecompress.search.trial import Outcome, Reference, reference_of
@@ -121,11 +126,15 @@ def open_ledger(
     costing: Costing | None = None,
     asked_costing: bool = False,
     screen_asked: bool = False,
+    strategy: Strategy | None = None,
+    max_drop: float | None = None,
 ) -> Ledger:
     """Resume the study (its settings checked) or create it (reference measured, budget checked).
 
     A resumed study keeps the latency source it was created with; ``asked_costing``: the caller
-    named one (a target, a latency source, screening), which must then be the stored one."""
+    named one (a target, a latency source, screening), which must then be the stored one.
+    ``strategy`` (default ``allocate``) proposes the plans; any strategy can resume any study."""
+    strategy = strategy or strategy_named(None)
     space = space_of(experiment, reference)
     name = study or experiment.name
     store = open_storage(storage, must_exist=False)
@@ -152,14 +161,28 @@ def open_ledger(
             experiment, space, budget_ms, speedup, reference, storage, name, costing
         )
         create(store, name, experiment, {**meta, "signature": sig})
+    if max_drop is not None and meta.get("max_drop") != max_drop:  # the question may change
+        study_now = optuna.load_study(study_name=name, storage=store)
+        meta = {**study_now.user_attrs[META], "max_drop": max_drop}
+        study_now.set_user_attr(META, meta)
     # a new seed per run of the study, or a resume would replay the same random plans
     runs = len(store.get_all_trials(store.get_study_id_from_name(name), deepcopy=False))
     loaded = optuna.load_study(
-        study_name=name, storage=store, sampler=sampler(experiment.seed + runs)
+        study_name=name, storage=store, sampler=strategy.sampler(experiment.seed + runs)
     )
     recover_interrupted(loaded)
-    ensure_baselines(loaded, space)
-    return Ledger(loaded, space, experiment.objectives)
+    ensure_baselines(loaded, space, uniform=strategy.uniform_seeds)
+    stored = Costing.from_dict(meta["costing"]) if meta.get("costing") else None
+    context = Context(
+        experiment=experiment,
+        space=space,
+        budget_ms=float(meta["budget_ms"]),
+        reference_ms=float(meta["reference_latency_ms"]),
+        latency=LatencyProbe(experiment, reference, float(meta["reference_latency_ms"]), stored),
+        fastest_ms=float(meta.get("fastest_ms", 0.0)),
+        max_drop=meta.get("max_drop"),
+    )
+    return Ledger(loaded, space, experiment.objectives, strategy, context, experiment.seed)
 
 
 def new_study_meta(
@@ -197,12 +220,51 @@ def new_study_meta(
         "budget_ms": budget,
         "speedup": speedup,
         "reference_latency_ms": reference_ms,
+        "fastest_ms": fastest,
         "target": target_of(experiment, costing).to_dict(),
         "device": costing.table.header["device"]
         if costing is not None and table_only
         else describe_device(),
         "artifacts": str(artifacts_dir(storage, name)),
     }
+
+
+@contextmanager
+def _profile_bar(progress: bool) -> Iterator[Callable[[str], None]]:
+    """A progress bar for the points of a sensitivity profile; yields the step callback."""
+    with tqdm(desc="profile", unit="point", disable=not progress, dynamic_ncols=True) as bar:
+
+        def step(what: str) -> None:
+            bar.update(1)
+            bar.set_postfix_str(what[:60])
+
+        yield step
+
+
+def _start(strategy: Strategy, ledger: Ledger, progress: bool) -> None:
+    """The strategy's preparation (a sensitivity profile: minutes, once), with a progress bar."""
+    assert ledger.context is not None
+    with _profile_bar(progress) as step:
+        strategy.start(ledger.study, replace(ledger.context, progress=step))
+
+
+def profile_report(experiment: Experiment, *, progress: bool = True) -> pd.DataFrame:
+    """The experiment's sensitivity profile on its target, measured here (or from the cache):
+    one row per knob and value, with the damage (KL from the teacher's outputs, untrained) and
+    the latency it saves against the base plan (``saved_ms``, ``saved_pct``)."""
+    reference = checked_reference(experiment)
+    space = space_of(experiment, reference)
+    with CpuGate().measure():
+        reference_ms = measure_absolute_ms(
+            reference.onnx, reference.feed, threads=experiment.target.threads
+        )
+    probe = LatencyProbe(experiment, reference, reference_ms)
+    with _profile_bar(progress) as step:
+        found = sensitivity(experiment, space, probe, progress=step)
+    frame = pd.DataFrame(found.rows(reference_ms))
+    frame["saved_pct"] = 100 * frame["saved_ms"] / (found.base_ratio * reference_ms)
+    frame.attrs.update(reference_ms=reference_ms, base_ms=found.base_ratio * reference_ms)
+    return frame
 
 
 def target_of(experiment: Experiment, costing: Costing | None) -> Target:
@@ -225,6 +287,8 @@ def search(
     latency: str | None = None,
     screen: bool | None = None,
     targets: str | None = None,
+    strategy: str | Strategy | None = None,
+    max_drop: float | None = None,
 ) -> Result:
     """Run (or resume) the study until ``trials`` trials are complete; return its result.
 
@@ -236,12 +300,22 @@ def search(
     ``latency`` is ``"live"`` (measured here; the default for this machine) or ``"table"``
     (predicted from the target's table; the default for another device); ``screen`` (default:
     on when the target has a table) skips plans predicted clearly over the budget. ``targets``
-    is the folder of target profiles (default ``./targets``).
+    is the folder of target profiles (default ``./targets``). ``strategy`` is what proposes
+    the plans: ``"allocate"`` (the default), ``"tpe"``, ``"random"``, or a ``Strategy``.
+    ``max_drop`` asks for the fastest model within that drop of the teacher's validation
+    accuracy (e.g. 0.01) instead of the most accurate one within the budget: it decides what
+    ``Result.best()`` and ``export --best`` pick, and the allocation ladder goes as far down as
+    the space reaches.
     """
     if trials < 1:
         raise EdgeCompressError(f"--trials must be >= 1, got {trials}")
     if workers < 1:
         raise EdgeCompressError(f"--workers must be >= 1, got {workers}")
+    if max_drop is not None and not 0 <= max_drop < 1:
+        raise EdgeCompressError(
+            f"--max-drop is an accuracy drop from the teacher's, 0 <= drop < 1 (0.01 is one "
+            f"point), got {max_drop}"
+        )
     parallel = workers > 1 or ray_address is not None
     if parallel and experiment.ref is None:
         raise EdgeCompressError(
@@ -249,6 +323,7 @@ def search(
             "workers import it themselves: load it with edgecompress.load_experiment(...), or "
             "use workers=1."
         )
+    chosen = strategy_named(strategy)
     reference = checked_reference(experiment)
     costing = costing_for(experiment, target, latency, screen, targets)
     ledger = open_ledger(
@@ -261,7 +336,10 @@ def search(
         costing=costing,
         asked_costing=any(x is not None for x in (target, latency, screen)),
         screen_asked=screen is not None,
+        strategy=chosen,
+        max_drop=max_drop,
     )
+    _start(chosen, ledger, progress)
     done = ledger.completed()
     bar = tqdm(
         total=trials,

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import optuna
 
@@ -15,6 +16,7 @@ from edgecompress.errors import TrialsKeepFailing
 from edgecompress.experiment import Experiment
 from edgecompress.plan import InvalidPlan
 from edgecompress.search.ledger import Ledger
+from edgecompress.search.strategies import ATTR
 from edgecompress.search.trial import Outcome, Reference, run_trial
 
 OnDone = Callable[[optuna.Trial, Outcome | None], None]
@@ -65,36 +67,56 @@ class FailureCount:
 
 
 def screening_budget(ledger: Ledger, trial: optuna.Trial) -> float | None:
-    """The budget a trial is screened against; None for the baselines, which always run."""
-    return None if trial.user_attrs.get("baseline") else ledger.budget_ms
+    """The budget a trial is screened against; None for the baselines, which always run, and
+    for a strategy's allocation, measured within its target before it was proposed."""
+    known = trial.user_attrs.get("baseline") or trial.user_attrs.get(ATTR)
+    return None if known else ledger.budget_ms
+
+
+@dataclass
+class Loop:
+    """The ask / tell / failure-count sequence every executor shares."""
+
+    ledger: Ledger
+    on_done: OnDone
+    failures: FailureCount = field(default_factory=FailureCount)
+
+    def job(self, trial: optuna.Trial) -> dict[str, Any]:
+        """``run_trial``'s settings for ``trial`` (its costing apart: an object here, a dict on
+        a worker)."""
+        return {
+            "reference_ms": self.ledger.reference_ms,
+            "staging": self.ledger.staging,
+            "budget_ms": screening_budget(self.ledger, trial),
+            "seed": self.ledger.seed_of(trial),
+        }
+
+    def told(self, trial: optuna.Trial, outcome: Outcome) -> None:
+        self.ledger.tell(trial, outcome)
+        self.failures.record(None)
+        self.on_done(trial, outcome)
+        self.failures.record_screened(outcome.screened)
+
+    def failed(self, trial: optuna.Trial, error: str) -> None:
+        self.ledger.fail(trial, error)
+        self.on_done(trial, None)
+        self.failures.record(error)
 
 
 def run_in_process(
     ledger: Ledger, experiment: Experiment, reference: Reference, total: int, on_done: OnDone
 ) -> None:
-    failures = FailureCount()
+    loop = Loop(ledger, on_done)
     while ledger.completed() < total:
         trial, plan = ledger.ask()
         try:
             outcome = run_trial(
-                experiment,
-                plan,
-                reference=reference,
-                reference_ms=ledger.reference_ms,
-                staging=ledger.staging,
-                costing=ledger.costing,
-                budget_ms=screening_budget(ledger, trial),
+                experiment, plan, reference=reference, costing=ledger.costing, **loop.job(trial)
             )
         except Exception as exc:  # noqa: BLE001 - recorded on the trial
-            error = describe_error(exc)
-            ledger.fail(trial, error)
-            on_done(trial, None)
-            failures.record(error)
+            loop.failed(trial, describe_error(exc))
             continue
         except BaseException:
             ledger.interrupt(trial, "interrupted: the search was stopped")
             raise
-        ledger.tell(trial, outcome)
-        failures.record(None)
-        on_done(trial, outcome)
-        failures.record_screened(outcome.screened)
+        loop.told(trial, outcome)

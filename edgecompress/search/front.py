@@ -19,6 +19,7 @@ from edgecompress.search.storage import META, load_existing, open_storage
 COLUMNS = [
     "trial",
     "accuracy",
+    "accuracy_se",
     "test_accuracy",
     "latency_ms",
     "size_mb",
@@ -27,6 +28,7 @@ COLUMNS = [
     "violation_ms",
     "latency_spread_pct",
     "baseline",
+    "proposed_by",
     "plan",
     "notes",
 ]
@@ -92,9 +94,27 @@ class Result:
             records.append(clean)
         return records
 
+    @property
+    def max_drop(self) -> float | None:
+        """The study's question: None, the most accurate model within the budget; a number,
+        the fastest model within that accuracy drop of the teacher (e.g. 0.01)."""
+        value = self.meta.get("max_drop")
+        return None if value is None else float(value)
+
     def best(self) -> pd.Series | None:
-        """The most accurate feasible trial (then the fastest); None when none is feasible."""
-        return self.front().iloc[0] if self.has_feasible else None
+        """The answer to the study's question among the feasible trials: the fastest within
+        ``max_drop`` of the teacher's validation accuracy where the study asks that (the most
+        accurate when none is within it), else the most accurate (then the fastest). None when
+        no trial is feasible."""
+        if not self.has_feasible:
+            return None
+        front = self.front()
+        teacher = self.trials[self.trials["baseline"] == "teacher"]["accuracy"]
+        if self.max_drop is not None and len(teacher):
+            close = front[front["accuracy"] >= float(teacher.iloc[0]) - self.max_drop - 1e-12]
+            if len(close):
+                return close.sort_values("latency_ms").iloc[0]
+        return front.iloc[0]
 
 
 def optuna_direction(objective: str) -> str:
@@ -107,6 +127,7 @@ def _row(trial: optuna.trial.FrozenTrial, budget_ms: float) -> dict[str, Any]:
     return {
         "trial": trial.number,
         "accuracy": float(a["accuracy"]),
+        "accuracy_se": float(a.get("accuracy_se", np.nan)),
         "test_accuracy": float(a.get("test_accuracy", np.nan)),
         "latency_ms": latency,
         "size_mb": float(a["size_mb"]),
@@ -115,6 +136,7 @@ def _row(trial: optuna.trial.FrozenTrial, budget_ms: float) -> dict[str, Any]:
         "violation_ms": max(0.0, latency - budget_ms),
         "latency_spread_pct": float(a.get("latency_spread_pct", np.nan)),
         "baseline": a.get("baseline", ""),
+        "proposed_by": a.get("proposed_by", ""),
         "plan": a["plan"],
         "notes": a.get("notes", {}),
     }

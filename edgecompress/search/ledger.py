@@ -18,6 +18,7 @@ from optuna.trial import TrialState
 from edgecompress.plan import Plan
 from edgecompress.search.costing import Costing
 from edgecompress.search.storage import META
+from edgecompress.search.strategies import Context, Strategy
 from edgecompress.search.study import driver_id, fail_and_retry
 from edgecompress.search.trial import Outcome
 from edgecompress.spaces import Space
@@ -25,9 +26,16 @@ from edgecompress.spaces import Space
 
 @dataclass
 class Ledger:
+    """``strategy`` proposes the next plans (with ``context``); None: the study's sampler alone.
+    ``seed``: the experiment's; trial N fine-tunes from ``seed + N`` (a retry from its
+    original's)."""
+
     study: optuna.Study
     space: Space
     objectives: tuple[str, ...]
+    strategy: Strategy | None = None
+    context: Context | None = None
+    seed: int = 0
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -54,7 +62,23 @@ class Ledger:
     def completed(self) -> int:
         return len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
+    def seed_of(self, trial: optuna.Trial) -> int:
+        return self.seed + int(trial.user_attrs.get("retry_of", trial.number))
+
+    def _propose(self) -> None:
+        """Queues the strategy's next plan, unless trials are already waiting (baselines,
+        retries): the sampler takes over where the strategy proposes nothing."""
+        if self.strategy is None or self.context is None:
+            return
+        if self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            return
+        proposal = self.strategy.ask(self.study, self.context)
+        if proposal is not None:
+            attrs = {"proposed_by": proposal.label, **proposal.attrs}
+            self.study.enqueue_trial(proposal.params, user_attrs=attrs)
+
     def ask(self) -> tuple[optuna.Trial, Plan]:
+        self._propose()
         trial = self.study.ask()
         try:
             trial.set_user_attr("driver", driver_id())
@@ -98,7 +122,7 @@ class Ledger:
                 trial.set_user_attr(name, float(value))
             trial.set_user_attr("notes", outcome.notes)
             trial.set_user_attr("screened", True)
-            excess = outcome.metrics["predicted_latency_ms"] - self.budget_ms
+            excess = outcome.metrics["screened_latency_ms"] - self.budget_ms
             trial.set_constraint("latency_budget", excess)
             self.study.tell(trial, state=TrialState.PRUNED)
         except BaseException as exc:

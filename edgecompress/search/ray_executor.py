@@ -20,14 +20,9 @@ from typing import Any
 
 import optuna
 
-from edgecompress.errors import EdgeCompressError
+from edgecompress.errors import EdgeCompressError, TrialsKeepFailing
 from edgecompress.experiment import Experiment
-from edgecompress.search.executors import (
-    FailureCount,
-    OnDone,
-    describe_error,
-    screening_budget,
-)
+from edgecompress.search.executors import Loop, OnDone, describe_error
 from edgecompress.search.ledger import Ledger
 from edgecompress.search.trial import Outcome, run_trial_by_ref
 
@@ -42,12 +37,7 @@ def _trainable(config: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)  # one CPU per trial, as Tune reserved
     try:
         outcome = run_trial_by_ref(
-            config["ref"],
-            config["plan"],
-            reference_ms=config["reference_ms"],
-            staging=config["staging"],
-            costing=config["costing"],
-            budget_ms=config["budget_ms"],
+            config["ref"], config["plan"], costing=config["costing"], **config["job"]
         )
     except Exception as exc:  # noqa: BLE001 - recorded on the trial by the driver
         return {RESULT_KEY: json.dumps({"error": describe_error(exc)})}
@@ -146,9 +136,9 @@ def _searcher_class() -> type:
 
         def __init__(self, ledger: Ledger, ref: str | None, total: int, on_done: OnDone) -> None:
             super().__init__(metric=None, mode=None)
-            self.ledger, self.ref, self.total, self.on_done = ledger, ref, total, on_done
+            self.ledger, self.ref, self.total = ledger, ref, total
+            self.loop = Loop(ledger, on_done)
             self.live: dict[str, optuna.Trial] = {}
-            self.failures = FailureCount()
             self.stop_error: Exception | None = None
 
         def set_search_properties(self, metric: Any, mode: Any, config: Any, **spec: Any) -> bool:
@@ -164,10 +154,8 @@ def _searcher_class() -> type:
                 "ref": self.ref,
                 "plan": plan.to_dict(),
                 "number": trial.number,
-                "reference_ms": self.ledger.reference_ms,
-                "staging": self.ledger.staging,
                 "costing": costing.to_dict() if (costing := self.ledger.costing) else None,
-                "budget_ms": screening_budget(self.ledger, trial),
+                "job": self.loop.job(trial),
             }
 
         def on_trial_complete(
@@ -187,23 +175,18 @@ def _searcher_class() -> type:
             outcome = Outcome(
                 data["metrics"], data["onnx_path"], data["notes"], data.get("screened", False)
             )
-            self.ledger.tell(trial, outcome)
-            self.failures.record(None)
-            self.on_done(trial, outcome)
             try:
-                self.failures.record_screened(outcome.screened)
-            except Exception as exc:  # noqa: BLE001 - stop asking; raised once Tune ends
+                self.loop.told(trial, outcome)
+            except TrialsKeepFailing as exc:  # stop asking; raised once Tune ends
                 self.stop_error = exc
 
         def fail(self, trial_id: str, message: str) -> None:
             trial = self.live.pop(trial_id, None)
             if trial is None:
                 return
-            self.ledger.fail(trial, message)
-            self.on_done(trial, None)
             try:
-                self.failures.record(message)
-            except Exception as exc:  # noqa: BLE001 - stop asking; raised once Tune ends
+                self.loop.failed(trial, message)
+            except TrialsKeepFailing as exc:  # stop asking; raised once Tune ends
                 self.stop_error = exc
 
         def fail_unfinished(self, reason: str) -> None:

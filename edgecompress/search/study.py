@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +19,6 @@ from edgecompress.spaces import Space, baseline_params, describe, on_grid
 
 BASELINES = ("teacher", "int8")
 SEED_LEVELS = (0.5, 0.8, 1.0)
-
-
-def sampler(seed: int) -> optuna.samplers.BaseSampler:
-    """Multi-objective TPE; it reads each trial's latency-budget constraint (``set_constraint``).
-
-    Give each run of a study another seed (e.g. offset by its trial count): the same seed would
-    replay the same random start-up plans after a resume.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.TPESampler(
-            seed=seed, multivariate=True, constant_liar=True, n_startup_trials=8
-        )
 
 
 def signature(experiment: Experiment, space: Space) -> dict[str, Any]:
@@ -154,8 +140,9 @@ def fail_and_retry(study: optuna.Study, trial: FrozenTrial | optuna.Trial, reaso
     study.tell(frozen.number, state=TrialState.FAIL)
     if "retry_of" not in frozen.user_attrs:
         attrs: dict[str, Any] = {"retry_of": frozen.number}
-        if "baseline" in frozen.user_attrs:
-            attrs["baseline"] = frozen.user_attrs["baseline"]
+        for kept in ("baseline", "allocation"):  # what the plan is, for the front and strategy
+            if kept in frozen.user_attrs:
+                attrs[kept] = frozen.user_attrs[kept]
         # an enqueued trial's plan is in fixed_params even if it was stopped before sampling
         params = {**frozen.system_attrs.get("fixed_params", {}), **frozen.params}
         study.enqueue_trial(params, user_attrs=attrs)
@@ -199,14 +186,15 @@ def uniform_seeds(space: Space) -> dict[str, dict[str, Any]]:
     return seeds
 
 
-def ensure_baselines(study: optuna.Study, space: Space) -> None:
-    """Enqueues each baseline and uniform seed that no trial of the study has run or queued
-    (the int8 baseline only where the space has precision knobs)."""
+def ensure_baselines(study: optuna.Study, space: Space, *, uniform: bool = True) -> None:
+    """Enqueues each baseline, and the uniform seeds where ``uniform``, that no trial of the
+    study has run or queued (the int8 baseline only where the space has precision knobs)."""
     present = {t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)}
     quantizable = any(k.section == "bits" and k.kind != "fixed" for k in space.knobs())
     kinds = [kind for kind in BASELINES if quantizable or kind != "int8"]
     wanted = {kind: baseline_params(space, kind) for kind in kinds}
-    wanted.update(uniform_seeds(space))
+    if uniform:
+        wanted.update(uniform_seeds(space))
     for kind, params in wanted.items():
         if kind not in present:
             study.enqueue_trial(params, user_attrs={"baseline": kind})

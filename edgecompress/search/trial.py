@@ -10,19 +10,18 @@ import shutil
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from edgecompress.compress import compress, export_onnx
-from edgecompress.evaluators import MeasuredLatency, OnnxAccuracy, file_size, input_for
+from edgecompress.compress import compress
+from edgecompress.evaluators import MeasuredLatency, OnnxAccuracy, file_size
 from edgecompress.experiment import Experiment, load_experiment
 from edgecompress.gate import CpuGate
 from edgecompress.plan import Plan
 from edgecompress.search.costing import Costing
+from edgecompress.search.probe import LatencyProbe, Reference, reference_of
 from edgecompress.targets.table import Prediction, TableError
 
 
@@ -34,23 +33,6 @@ class Outcome:
     onnx_path: str  # the deployable file, in the study's staging folder until the driver stores it
     notes: dict[str, Any] = field(default_factory=dict)
     screened: bool = False  # predicted over the budget: never fine-tuned, no file
-
-
-@dataclass(frozen=True)
-class Reference:
-    """The uncompressed model as ONNX bytes, and the input a measurement feeds."""
-
-    onnx: bytes
-    feed: np.ndarray
-
-
-def reference_of(experiment: Experiment) -> Reference:
-    with tempfile.TemporaryDirectory() as tmp:
-        path = export_onnx(experiment.model(), experiment.example_input, Path(tmp) / "ref.onnx")
-        data = path.read_bytes()
-    return Reference(
-        data, input_for(experiment.example_input.detach().cpu().numpy(), experiment.target)
-    )
 
 
 @lru_cache(maxsize=4)
@@ -69,34 +51,27 @@ def run_trial(
     staging: str | Path,
     costing: Costing | None = None,
     budget_ms: float | None = None,
+    seed: int | None = None,
 ) -> Outcome:
     """Compress, then evaluate the ONNX artifact: accuracy in ORT, latency (measured, or from
-    the target's table), size. With a table that screens, a plan predicted over ``budget_ms``
-    is handed back ``screened`` before anything is trained.
+    the target's table), size. Given ``budget_ms``, the plan's latency is known before anything
+    is trained (``_screen``) and a plan known to miss the budget is handed back ``screened``.
+    ``seed`` (default: the experiment's) seeds the fine-tune and every random step.
 
     The ONNX file is left in ``staging`` (a folder the driver can read: local, or shared by the
     cluster) for the driver to store with the trial.
     """
     gate = CpuGate()
     start = time.perf_counter()
+    if seed is not None:  # each trial fine-tunes from its own seed
+        experiment = replace(experiment, seed=seed)
     notes: dict[str, Any] = {}
-    if costing is not None and costing.screen and budget_ms is not None:
-        with gate.work():
-            estimate = _table_estimate(costing, experiment, plan, notes)
-        if estimate is not None and costing.over_budget(estimate, budget_ms):
-            return Outcome(
-                metrics={
-                    "predicted_latency_ms": estimate.latency_ms,
-                    "predicted_uncertainty_ms": estimate.uncertainty_ms,
-                    "screen_s": time.perf_counter() - start,
-                },
-                onnx_path="",
-                notes={
-                    "screened": f"predicted {estimate.latency_ms:.4f} ms, budget "
-                    f"{budget_ms:.4f} ms: not fine-tuned"
-                },
-                screened=True,
-            )
+    before: dict[str, float] = {}
+    if budget_ms is not None:
+        screened = _screen(experiment, plan, reference, reference_ms, costing, budget_ms, gate)
+        if isinstance(screened, Outcome):
+            return screened
+        before = screened
     with tempfile.TemporaryDirectory() as tmp:
         candidate = compress(experiment, plan, Path(tmp), gate=gate.work)
         with gate.work():
@@ -124,9 +99,61 @@ def run_trial(
         Path(staging).mkdir(parents=True, exist_ok=True)
         kept = Path(staging) / f"{plan.key}-{uuid.uuid4().hex[:8]}.onnx"
         shutil.copyfile(candidate.onnx_path, kept)
+    for name, value in before.items():  # what was known before training, where not re-derived
+        metrics.setdefault(name, value)
     metrics["trial_s"] = time.perf_counter() - start
     metrics["gate_wait_s"] = gate.waited_s
     return Outcome(metrics=metrics, onnx_path=str(kept), notes={**candidate.notes, **notes})
+
+
+def _screen(
+    experiment: Experiment,
+    plan: Plan,
+    reference: Reference,
+    reference_ms: float,
+    costing: Costing | None,
+    budget_ms: float,
+    gate: CpuGate,
+) -> Outcome | dict[str, float]:
+    """The plan's latency before training: predicted from the target's table where the study
+    screens with one, else built untrained and measured here. A ``screened`` Outcome when it is
+    known to miss ``budget_ms``; otherwise the metrics to keep with the trained trial. A study
+    created with ``--no-screen`` trains every plan."""
+    start = time.perf_counter()
+    notes: dict[str, Any] = {}
+    if costing is not None:
+        if not costing.screen:
+            return {}
+        with gate.work():
+            estimate = _table_estimate(costing, experiment, plan, notes)
+        if estimate is None:
+            return {}
+        latency_ms, how = estimate.latency_ms, "predicted"
+        over = costing.over_budget(estimate, budget_ms)
+        metrics = {
+            "predicted_latency_ms": estimate.latency_ms,
+            "predicted_uncertainty_ms": estimate.uncertainty_ms,
+        }
+    else:
+        probe = LatencyProbe(experiment, reference, reference_ms, gate=gate)
+        latency_ms, how = probe(plan), "measured untrained"
+        over = probe.over_budget(latency_ms, budget_ms)
+        metrics = {"untrained_latency_ms": latency_ms}
+    if not over:
+        return metrics
+    return Outcome(
+        metrics={
+            **metrics,
+            "screened_latency_ms": latency_ms,
+            "screen_s": time.perf_counter() - start,
+        },
+        onnx_path="",
+        notes={
+            "screened": f"{how} {latency_ms:.4f} ms, budget {budget_ms:.4f} ms: not fine-tuned",
+            **notes,
+        },
+        screened=True,
+    )
 
 
 def _table_estimate(
@@ -154,6 +181,7 @@ def run_trial_by_ref(
     staging: str,
     costing: dict[str, Any] | None = None,
     budget_ms: float | None = None,
+    seed: int | None = None,
 ) -> Outcome:
     """The entry point of a worker in another process: imports the experiment itself."""
     experiment, reference = _worker_context(ref)
@@ -165,4 +193,5 @@ def run_trial_by_ref(
         staging=staging,
         costing=Costing.from_dict(costing) if costing else None,
         budget_ms=budget_ms,
+        seed=seed,
     )

@@ -7,7 +7,7 @@ from edgecompress.spaces.base import Knob, KnobSpace, Skipped, Space, describe
 from edgecompress.spaces.distill import distillation_knobs
 from edgecompress.spaces.joint import Joint
 from edgecompress.spaces.layers import ChannelGroup, channel_groups, output_layer, weight_layers
-from edgecompress.spaces.levels import baseline_params, on_grid
+from edgecompress.spaces.levels import baseline_params, on_grid, replay
 from edgecompress.spaces.lowrank import DECOMPOSITIONS, low_rank
 from edgecompress.spaces.precision import FP16, FP32, INT4, INT8, precision, quantization_methods
 from edgecompress.spaces.pruning import CRITERIA, ROUND_TO, channel_pruning
@@ -45,4 +45,5 @@ __all__ = [
     "weight_layers",
     "baseline_params",
     "on_grid",
+    "replay",
 ]

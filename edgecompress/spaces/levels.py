@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import optuna
+
+from edgecompress.plan import Plan
 from edgecompress.spaces.base import Knob, Space
 from edgecompress.spaces.precision import INT8
 
@@ -31,3 +34,8 @@ def on_grid(knob: Knob, level: float) -> float | int:
     step = float(knob.step or (1 if knob.kind == "int" else 0.05))
     on_grid = round(float(knob.low) + round((value - float(knob.low)) / step) * step, 6)
     return int(on_grid) if knob.kind == "int" else on_grid
+
+
+def replay(space: Space, params: dict[str, Any]) -> Plan:
+    """The plan that ``space`` samples from the Optuna ``params`` (knob name -> parameter)."""
+    return space.sample(optuna.trial.FixedTrial(params))  # type: ignore[arg-type]

@@ -3,8 +3,10 @@
 The teacher is trained on first use and cached.
 
 MNIST-1D (Greydanus, 2020) in the paper's standard setting, the ``mnist1d`` package defaults:
-4,000 training and 1,000 test sequences of length 40. The last 500 training sequences (after a
-seeded shuffle) are the validation split the search selects on; the test split is only reported.
+4,000 training and 1,000 test sequences of length 40. The validation split the search selects
+on is 2,000 more sequences generated the same way from another seed (the standard error of an
+accuracy near 0.98 on it is about 0.3 points, well below the 1-point drop users ask about); the
+test split is only reported.
 Data and teacher weights are cached (``$EDGECOMPRESS_CACHE``, default ``~/.cache/edgecompress``)
 as ``.npz`` and a ``state_dict`` (no pickles).
 """
@@ -28,7 +30,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from edgecompress.tasks.classification import ClassificationTask, FinetuneSettings
 
-VAL_SIZE = 500
+VAL_SIZE = 2000
+DATA_VERSION = 2  # v2: a 2,000-sequence validation split of its own (v1: 500 held out)
 
 
 def cache_dir() -> Path:
@@ -47,21 +50,23 @@ def _exclusive(path: Path) -> Iterator[None]:
 
 def load_data() -> dict[str, np.ndarray]:
     """``x_train, y_train, x_val, y_val, x_test, y_test`` (float32 inputs, int64 labels)."""
-    path = cache_dir() / "mnist1d-v1.npz"
+    path = cache_dir() / f"mnist1d-v{DATA_VERSION}.npz"
     with _exclusive(path):
         if not path.exists():
             from mnist1d.data import get_dataset_args, make_dataset
 
-            d = make_dataset(get_dataset_args())  # generated from templates, never downloaded
-            order = np.random.default_rng(0).permutation(len(d["y"]))
-            train, val = order[:-VAL_SIZE], order[-VAL_SIZE:]
+            args = get_dataset_args()
+            d = make_dataset(args)  # generated from templates, never downloaded
+            extra = get_dataset_args()
+            extra.seed, extra.num_samples, extra.train_split = args.seed + 1, VAL_SIZE, 1.0
+            v = make_dataset(extra)
             tmp = path.with_suffix(".tmp.npz")
             np.savez(
                 tmp,
-                x_train=d["x"][train],
-                y_train=d["y"][train],
-                x_val=d["x"][val],
-                y_val=d["y"][val],
+                x_train=d["x"],
+                y_train=d["y"],
+                x_val=v["x"][:VAL_SIZE],
+                y_val=v["y"][:VAL_SIZE],
                 x_test=d["x_test"],
                 y_test=d["y_test"],
             )
@@ -200,7 +205,7 @@ def mlp_teacher() -> nn.Module:
 
 
 def _trained(model: nn.Module, kind: str) -> nn.Module:
-    config = {**RECIPE, "arch": repr(model)}
+    config = {**RECIPE, "arch": repr(model), "data": DATA_VERSION}
     key = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     path = cache_dir() / f"mnist1d-{kind}-{key.hexdigest()[:12]}.pt"
     with _exclusive(path):

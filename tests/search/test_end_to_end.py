@@ -16,10 +16,13 @@ from edgecompress.evaluators import onnx_accuracy, session
 
 
 def test_search_front_export(tiny, workdir: Path) -> None:  # type: ignore[no-untyped-def]
-    result = search(tiny, trials=4, speedup=0.5, storage="sqlite:///e2e.db", progress=False)
+    result = search(
+        tiny, trials=4, speedup=0.5, storage="sqlite:///e2e.db", progress=False, strategy="tpe"
+    )
     assert len(result.trials) == 4
     baselines = set(result.trials["baseline"]) - {""}
-    # the two baselines, then the uniform seeds: one pruning ratio for every group, in int8
+    # the two baselines, then the TPE strategy's uniform seeds: one pruning ratio for every
+    # group, in int8 (the allocation strategy's start is tested in test_strategies)
     assert baselines == {"teacher", "int8", "uniform prune 0.45", "uniform prune 0.7"}
     seed = result.trials.set_index("baseline").loc["uniform prune 0.7", "plan"]
     assert {v for k, v in seed.items() if k.startswith("prune.")} == {0.7}

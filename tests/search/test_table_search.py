@@ -63,9 +63,10 @@ def _device(bundle: Path, root: Path, name: str, scale: float, cpu: str) -> None
 
 def _on_slow_float(tiny, storage: str, **kw: object):  # type: ignore[no-untyped-def]
     """A search priced from the slow-float table at a budget its float kernels miss: 6 trials,
-    the 5 baselines and seeds (never screened) and one sampled plan."""
+    the 5 baselines and seeds of the TPE strategy (never screened) and one sampled plan."""
     return search(
         tiny,
+        strategy="tpe",
         trials=6,
         speedup=3.0,
         storage=storage,

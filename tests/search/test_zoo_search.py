@@ -49,7 +49,14 @@ def _experiment(name: str) -> Experiment:
 @pytest.mark.parametrize("name", sorted(ZOO))
 def test_joint_search_on_every_model(name: str, workdir: Path) -> None:
     experiment = _experiment(name)
-    result = search(experiment, trials=7, speedup=0.5, storage="sqlite:///zoo.db", progress=False)
+    result = search(
+        experiment,
+        trials=7,
+        speedup=0.5,
+        storage="sqlite:///zoo.db",
+        progress=False,
+        strategy="tpe",
+    )
     assert len(result.trials) == 7 and result.failed == 0  # 2 baselines, 3 seeds, 2 sampled
     searched = [t for t in result.trials.itertuples() if not t.baseline]
     # the sampled plans really applied the techniques (recorded in each trial's notes)
@@ -66,3 +73,18 @@ def test_joint_search_on_every_model(name: str, workdir: Path) -> None:
     assert onnx_accuracy(out, x, y) == recorded
     logits = session(out).run(None, {"input": np.asarray(x[:3], np.float32)})[0]
     assert logits.shape == (3, 4)
+
+
+@pytest.mark.parametrize("name", sorted(ZOO))
+def test_allocation_strategy_on_every_model(name: str, workdir: Path) -> None:
+    """The default strategy profiles each model (residual additions, concatenations, depthwise
+    blocks, attention) and proposes plans measured within the budget before training."""
+    experiment = _experiment(name)
+    result = search(experiment, trials=4, speedup=0.8, storage="sqlite:///alloc.db", progress=False)
+    assert len(result.trials) == 4 and result.failed == 0
+    study = optuna.load_study(study_name=experiment.name, storage="sqlite:///alloc.db")
+    proposed = [t for t in study.trials if "allocation" in t.user_attrs]
+    assert proposed, "nothing was allocated"
+    for t in proposed:
+        record = t.user_attrs["allocation"]
+        assert record["untrained_latency_ms"] <= record["target_ms"] <= result.budget_ms

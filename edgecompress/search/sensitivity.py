@@ -1,0 +1,249 @@
+"""The sensitivity profile: what each knob costs in fidelity and saves in latency, before training.
+
+Computed once per model, space, target and latency source, and cached (``$EDGECOMPRESS_CACHE``):
+
+- **base**: the plan every profile point starts from: the int8 baseline where the space has
+  precision knobs and it measures faster than the teacher, else the teacher;
+- **prune**: each channel group alone at a ladder of ratios (``LEVELS``, up to the knob's most),
+  on top of the base. Its *damage* is the KL divergence from the teacher's outputs to the pruned
+  model's, in PyTorch, after the batch-norm statistics are re-estimated on training data (no
+  fine-tuning); its latency is the base plan with that group pruned, built untrained and
+  measured (or predicted from the target's table);
+- **bits**: each layer alone at each other width it may take (fp32, fp16, int4, ...) with the
+  rest of the base: the deployed ONNX file's KL divergence from the teacher, and its latency.
+
+Latencies are kept as ratios to the reference model, so a cached profile serves a later study
+whose reference was timed at another moment. Damage is measured on the first ``SAMPLES``
+training inputs: the validation split stays for selection.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from edgecompress.compress import ChannelPruner, compress
+from edgecompress.evaluators.runtime import session
+from edgecompress.experiment import Experiment
+from edgecompress.plan import Plan
+from edgecompress.search.probe import LatencyProbe
+from edgecompress.spaces import Knob, Space, baseline_params, describe, replay
+from edgecompress.targets import describe_device
+
+LEVELS = (0.25, 0.5, 0.75, 0.9)
+SAMPLES = 512
+VERSION = 1
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Point:
+    """One knob at one value: the damage (KL, nats) and the latency as a ratio to the reference."""
+
+    value: float
+    damage: float
+    ratio: float
+
+
+@dataclass(frozen=True)
+class Sensitivity:
+    """The profile of one experiment's space on one target (see the module docstring)."""
+
+    base_params: dict[str, Any]
+    base_damage: float
+    base_ratio: float
+    prune: dict[str, tuple[Point, ...]]
+    bits: dict[str, tuple[Point, ...]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Sensitivity:
+        def points(section: dict[str, Any]) -> dict[str, tuple[Point, ...]]:
+            return {k: tuple(Point(**p) for p in v) for k, v in section.items()}
+
+        return cls(
+            base_params=dict(data["base_params"]),
+            base_damage=float(data["base_damage"]),
+            base_ratio=float(data["base_ratio"]),
+            prune=points(data["prune"]),
+            bits=points(data["bits"]),
+        )
+
+    def rows(self, reference_ms: float) -> list[dict[str, Any]]:
+        """One row per profiled point: knob, value, damage and the latency it saves (ms, > 0
+        faster than the base)."""
+        return [
+            {
+                "knob": name,
+                "value": p.value,
+                "damage": p.damage - (self.base_damage if section == "bits" else 0.0),
+                "saved_ms": (self.base_ratio - p.ratio) * reference_ms,
+            }
+            for section, profile in (("prune", self.prune), ("bits", self.bits))
+            for name, points in profile.items()
+            for p in points
+        ]
+
+
+def sensitivity(
+    experiment: Experiment,
+    space: Space,
+    probe: LatencyProbe,
+    *,
+    progress: Progress | None = None,
+    cache: bool = True,
+) -> Sensitivity:
+    """The profile of ``experiment``'s ``space``, from the cache or measured now (minutes)."""
+    path = _cache_path(experiment, space, probe)
+    if cache and path.exists():
+        return Sensitivity.from_dict(json.loads(path.read_text())["profile"])
+    profile = _Profiler(experiment, space, probe, progress or (lambda _: None)).run()
+    if cache:
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"version": VERSION, "profile": profile.to_dict()}))
+        tmp.replace(path)
+    return profile
+
+
+def _cache_path(experiment: Experiment, space: Space, probe: LatencyProbe) -> Path:
+    costing = probe.costing
+    key = {
+        "version": VERSION,
+        "model": hashlib.sha256(probe.reference.onnx).hexdigest(),
+        "space": describe(space),
+        "target": experiment.target.to_dict(),
+        "latency": [costing.target, costing.latency] if costing else "live",
+        "device": describe_device()["cpu_model"],
+        "levels": LEVELS,
+        "samples": SAMPLES,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    base = Path(os.environ.get("EDGECOMPRESS_CACHE", Path.home() / ".cache" / "edgecompress"))
+    base.mkdir(parents=True, exist_ok=True)
+    return base / f"sensitivity-{experiment.name}-{digest[:16]}.json"
+
+
+def prune_levels(knob: Knob) -> list[float]:
+    """The profiled ratios of a pruning knob: ``LEVELS`` below its most, and its most."""
+    high = float(knob.high or 0.0)
+    return sorted({*(lv for lv in LEVELS if lv < high - 1e-9), high} - {0.0})
+
+
+class _Profiler:
+    def __init__(
+        self, experiment: Experiment, space: Space, probe: LatencyProbe, progress: Progress
+    ) -> None:
+        self.experiment, self.space, self.probe, self.progress = experiment, space, probe, progress
+        self.knobs = {k.name: k for k in space.knobs()}
+        self.base = self._base()
+        x, _ = experiment.task.arrays("train")
+        self.x = x[:SAMPLES]
+        self.teacher = experiment.model().eval()
+        with torch.no_grad():
+            self.teacher_logits = self.teacher(torch.from_numpy(self.x))
+
+    def _base(self) -> dict[str, Any]:
+        """The int8 baseline where the space has precision knobs and it is faster than the
+        teacher here (int8 is slower for some models on some CPUs), else the teacher."""
+        teacher = baseline_params(self.space, "teacher")
+        if not any(k.section == "bits" and k.kind != "fixed" for k in self.knobs.values()):
+            return teacher
+        int8 = baseline_params(self.space, "int8")
+        self.progress("int8 or fp32")
+        faster = self.probe(replay(self.space, int8)) < self.probe(replay(self.space, teacher))
+        return int8 if faster else teacher
+
+    def plan(self, changes: dict[str, Any]) -> Plan:
+        return replay(self.space, {**self.base, **changes})
+
+    def run(self) -> Sensitivity:
+        base_damage, base_ratio = self.deployed({})
+        prune = {
+            name: tuple(self.pruned(name, level) for level in prune_levels(knob))
+            for name, knob in self.knobs.items()
+            if knob.section == "prune" and knob.kind == "float" and knob.fastest is not None
+        }
+        bits = {
+            name: tuple(
+                Point(float(c), *self.deployed({name: knob.param(c)}))
+                for c in knob.choices
+                if knob.param(c) != self.base.get(name)
+            )
+            for name, knob in self.knobs.items()
+            if knob.section == "bits" and knob.kind == "ordinal"
+        }
+        return Sensitivity(self.base, base_damage, base_ratio, prune, bits)
+
+    def pruned(self, name: str, level: float) -> Point:
+        """The group pruned alone: damage in PyTorch (batch norms re-estimated), latency of the
+        base plan with it."""
+        self.progress(f"{name} at {level:g}")
+        plan = self.plan({name: level})
+        pruner = ChannelPruner(self.experiment.example_input, seed=self.experiment.seed)
+        model = pruner.apply(self.teacher, plan)
+        _reestimate_batchnorm(model, self.x)
+        with torch.no_grad():
+            damage = _kl(self.teacher_logits.numpy(), model(torch.from_numpy(self.x)).numpy())
+        return Point(level, damage, self.probe(plan) / self.probe.reference_ms)
+
+    def deployed(self, changes: dict[str, Any]) -> tuple[float, float]:
+        """Damage and latency ratio of the base plan with ``changes``, as deployed (ONNX, in
+        its precisions), untrained."""
+        self.progress(", ".join(f"{k}={v}" for k, v in changes.items()) or "base")
+        plan = self.plan(changes)
+        untrained = Plan({**plan.to_dict(), "finetune.epochs": 0})
+        with tempfile.TemporaryDirectory() as tmp:
+            candidate = compress(self.experiment, untrained, Path(tmp), gate=self.probe.gate.work)
+            model = onnx.load(candidate.onnx_path).SerializeToString()
+        sess = session(model, threads=self.experiment.target.threads)
+        name = sess.get_inputs()[0].name
+        logits = np.concatenate(
+            [sess.run(None, {name: self.x[i : i + 256]})[0] for i in range(0, len(self.x), 256)]
+        )
+        return _kl(self.teacher_logits.numpy(), logits), self.probe(plan) / self.probe.reference_ms
+
+
+def _reestimate_batchnorm(model: nn.Module, x: np.ndarray, batch: int = 64) -> None:
+    """Batch-norm running statistics recomputed on ``x`` (a structural change made the stored
+    ones stale); nothing else changes."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    saved = {m: m.momentum for m in norms}
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches
+        m.train()
+    with torch.no_grad():
+        for start in range(0, len(x), batch):
+            model(torch.from_numpy(x[start : start + batch]))
+    for m, momentum in saved.items():
+        m.momentum = momentum
+    model.eval()
+
+
+def _kl(teacher: np.ndarray, student: np.ndarray) -> float:
+    """Mean KL(teacher || student) of the softmax outputs, in nats."""
+    t = _log_softmax(teacher.astype(np.float64))
+    s = _log_softmax(student.astype(np.float64))
+    kl = float(np.mean(np.sum(np.exp(t) * (t - s), axis=1)))
+    return kl if np.isfinite(kl) else float("inf")  # a model that outputs NaN is ruined
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))

@@ -1,0 +1,292 @@
+"""Strategies: what the search tries next, as plug-ins with a contract as small as a sampler's.
+
+A ``Strategy`` has ``sampler(seed)``, the Optuna sampler for the trials it leaves to Optuna, and
+``ask(study, context)``, the next plan to run as Optuna params (or None: the sampler chooses).
+``start(study, context)`` runs once before the first trial (a profile to compute). The study's
+trials are the only state: a strategy reads what ran from them, so a resumed study goes on where
+it stopped, with any strategy. Outcomes are told to the study by the executor, the same way
+for every strategy.
+
+- ``tpe``: multi-objective TPE over every knob, from the baselines and three uniform seeds (the
+  search before issue 13);
+- ``random``: random plans over every knob, from the same seeds;
+- ``allocate`` (the default): a sensitivity profile, then per-layer allocations measured within
+  the budget, the uniform plan matched to the budget beside them, then refinement in a
+  low-dimensional space around the allocations (see ``Allocate``).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from edgecompress.errors import EdgeCompressError
+from edgecompress.experiment import Experiment
+from edgecompress.search.allocation import Allocation, allocate, uniform_at
+from edgecompress.search.probe import LatencyProbe
+from edgecompress.search.sensitivity import Sensitivity, sensitivity
+from edgecompress.spaces import Knob, Space
+
+ATTR = "allocation"  # the trial attribute an Allocate proposal records
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A plan to run next (Optuna params of the space's knobs) and why (``label``); ``attrs``
+    are recorded on the trial."""
+
+    params: dict[str, Any]
+    label: str
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a strategy may use: the experiment, its space, the budget and the study's
+    reference latency, and ``latency``: a plan's latency before training (measured or
+    predicted)."""
+
+    experiment: Experiment
+    space: Space
+    budget_ms: float
+    reference_ms: float
+    latency: LatencyProbe
+    fastest_ms: float = 0.0  # the most compressed plan's latency, where known
+    max_drop: float | None = None  # the question: the fastest within this accuracy drop
+    progress: Callable[[str], None] | None = None
+
+
+class Strategy:
+    """The plug-in contract; the base class asks nothing and samples at random."""
+
+    name = "custom"
+    uniform_seeds = True  # the study starts with three uniform pruning seeds
+
+    def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.RandomSampler(seed=seed)
+
+    def start(self, study: optuna.Study, context: Context) -> None:
+        """Once, before the first trial of a run."""
+
+    def ask(self, study: optuna.Study, context: Context) -> Proposal | None:
+        return None
+
+
+class TPE(Strategy):
+    """Multi-objective TPE over every knob (reads each trial's budget constraint)."""
+
+    name = "tpe"
+
+    def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(
+                seed=seed, multivariate=True, constant_liar=True, n_startup_trials=8
+            )
+
+
+class Random(Strategy):
+    """Random plans over every knob."""
+
+    name = "random"
+
+
+class Allocate(Strategy):
+    """Sensitivity-guided allocation under the budget, then refinement around it.
+
+    The first proposals are the uniform plan matched to the budget (one global ratio in the
+    base precisions, what a user does by hand: the study is never worse than it by
+    construction) and the allocation at the budget; then allocations at a ladder of tighter
+    budgets (the ``LADDER`` shares of the budget, while the space reaches them), which fill the
+    front below the budget; then a multi-objective TPE over a few parameters of the
+    allocation: the share of the budget aimed at, how the damage is weighed (``gamma``),
+    whether precisions are allocated or kept at the base, the pruning criterion and channel
+    alignment, and the distillation knobs. Each proposal is measured within its target before
+    it is trained.
+    """
+
+    name = "allocate"
+    uniform_seeds = False
+    LADDER = (0.67, 0.45, 0.3)
+    DEEPER = (0.2, 0.13)  # further down, when the question is the fastest within a drop
+    STARTUP = 4  # random refinements before the inner TPE models them
+    # targets sit this far inside their budget: the trained model is measured again, and two
+    # measurements of one model differ by a few percent here
+    SAFETY = 0.95
+
+    def __init__(self) -> None:
+        self._profile: Sensitivity | None = None
+        self.seed = 0
+
+    def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        self.seed = seed  # the refinement's own sampler follows the study's seed
+        return optuna.samplers.RandomSampler(seed=seed)
+
+    def start(self, study: optuna.Study, context: Context) -> None:
+        self.profile(context)
+
+    def profile(self, context: Context) -> Sensitivity:
+        if self._profile is None:
+            self._profile = sensitivity(
+                context.experiment, context.space, context.latency, progress=context.progress
+            )
+        return self._profile
+
+    def ask(self, study: optuna.Study, context: Context) -> Proposal | None:
+        proposed = {
+            t.user_attrs[ATTR]["label"]
+            for t in study.get_trials(deepcopy=False)
+            if ATTR in t.user_attrs
+        }
+        schedule = self._schedule(context)
+        for label, settings in schedule:
+            if label not in proposed:
+                found = self._proposal(label, settings, context)
+                if found is not None:
+                    return found
+        return self._refine(study, context, len(proposed - {label for label, _ in schedule}))
+
+    def _schedule(self, context: Context) -> list[tuple[str, dict[str, Any]]]:
+        steps: list[tuple[str, dict[str, Any]]] = [
+            ("uniform at budget", {"uniform": True, "aim": 1.0}),
+            ("allocation at budget", {"aim": 1.0}),
+        ]
+        ladder = self.LADDER + (self.DEEPER if context.max_drop is not None else ())
+        for share in ladder:
+            if share * context.budget_ms >= 1.1 * context.fastest_ms:
+                steps.append((f"allocation at {share:g} x budget", {"aim": share}))
+        return steps
+
+    def _proposal(self, label: str, settings: dict[str, Any], context: Context) -> Proposal | None:
+        profile = self.profile(context)
+        target = settings["aim"] * context.budget_ms * self.SAFETY
+        fixed = {k: v for k, v in settings.items() if k in _knob_names(context.space)}
+        found: Allocation | None
+        if settings.get("uniform"):
+            found = uniform_at(
+                profile, context.space, context.latency, target_ms=target, fixed=fixed
+            )
+        else:
+            found = allocate(
+                profile,
+                context.space,
+                context.latency,
+                target_ms=target,
+                reference_ms=context.reference_ms,
+                fixed=fixed,
+                gamma=float(settings.get("gamma", 1.0)),
+                precision=bool(settings.get("precision", True)),
+            )
+        if found is None:
+            return None
+        record = {
+            "label": label,
+            "settings": settings,
+            "untrained_latency_ms": found.latency_ms,
+            "predicted_damage": found.damage,
+            "target_ms": found.target_ms,
+        }
+        return Proposal(found.params, label, {ATTR: record})
+
+    def _refine(self, study: optuna.Study, context: Context, count: int) -> Proposal | None:
+        """The next refinement (``count`` so far), from the inner TPE over the allocation's
+        parameters; at the budget when its aim is out of reach."""
+        inner = _inner_study(study, context.space, self.STARTUP, self.seed + count)
+        trial = inner.ask()
+        settings = _suggest(trial, context.space)
+        label = f"refinement {count + 1}"
+        found = self._proposal(label, settings, context)
+        if found is None and settings["aim"] < 1.0:  # the aim is out of reach: at the budget
+            found = self._proposal(label, {**settings, "aim": 1.0}, context)
+        return found
+
+
+def _refinement_knobs(space: Space) -> list[Knob]:
+    """The space's knobs a refinement varies directly: criterion, alignment, distillation."""
+    wanted = ("method.prune_criterion", "method.round_to")
+    return [
+        k
+        for k in space.knobs()
+        if k.kind != "fixed" and (k.name in wanted or k.section == "finetune")
+    ]
+
+
+def _knob_names(space: Space) -> set[str]:
+    return {k.name for k in _refinement_knobs(space)}
+
+
+def _suggest(trial: optuna.Trial, space: Space) -> dict[str, Any]:
+    settings: dict[str, Any] = {
+        "aim": trial.suggest_float("aim", 0.25, 1.0),
+        "gamma": trial.suggest_float("gamma", 0.5, 2.0, log=True),
+        "precision": trial.suggest_categorical("precision", [True, False]),
+    }
+    for knob in _refinement_knobs(space):
+        settings[knob.name] = knob.param(knob.suggest(trial))
+    return settings
+
+
+def _inner_study(study: optuna.Study, space: Space, startup: int, seed: int) -> optuna.Study:
+    """An in-memory study over the refinement's parameters, holding every finished
+    allocation of ``study`` with its accuracy and latency: its TPE proposes the next."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+    inner = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    probe = optuna.create_study().ask()  # only to learn the parameters' distributions
+    _suggest(probe, space)
+    distributions = probe.distributions
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        record = t.user_attrs.get(ATTR)
+        if not record or record["settings"].get("uniform"):
+            continue
+        full = {**_defaults(space), **record["settings"]}
+        params = {k: full[k] for k in distributions if k in full}
+        values = [_finite(t.user_attrs.get(m)) for m in ("accuracy", "latency_ms")]
+        if len(params) != len(distributions) or None in values:
+            continue
+        inner.add_trial(
+            optuna.trial.create_trial(
+                params=params,
+                distributions=distributions,
+                values=[v for v in values if v is not None],
+            )
+        )
+    return inner
+
+
+def _defaults(space: Space) -> dict[str, Any]:
+    """The refinement parameters of the schedule's own allocations."""
+    defaults: dict[str, Any] = {"aim": 1.0, "gamma": 1.0, "precision": True}
+    for knob in _refinement_knobs(space):
+        if knob.identity is not None:
+            defaults[knob.name] = knob.param(knob.identity)
+    return defaults
+
+
+def _finite(value: Any) -> float | None:
+    ok = isinstance(value, (int, float)) and math.isfinite(value)
+    return float(value) if ok else None
+
+
+STRATEGIES: dict[str, type[Strategy]] = {s.name: s for s in (Allocate, TPE, Random)}
+
+
+def strategy_named(name: str | Strategy | None) -> Strategy:
+    """A strategy by name (``allocate`` by default), or the one given."""
+    if isinstance(name, Strategy):
+        return name
+    if name is None:
+        return Allocate()
+    if name not in STRATEGIES:
+        raise EdgeCompressError(
+            f"--strategy {name!r} is not known; choose one of {sorted(STRATEGIES)}, or pass a "
+            "Strategy instance to search(strategy=...)."
+        )
+    return STRATEGIES[name]()

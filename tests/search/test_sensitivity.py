@@ -1,0 +1,85 @@
+"""The sensitivity profile: a more sensitive layer ranks so; cached; latency from the probe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from edgecompress.plan import Plan
+from edgecompress.search.engine import checked_reference, space_of
+from edgecompress.search.probe import LatencyProbe
+from edgecompress.search.sensitivity import prune_levels, sensitivity
+from edgecompress.spaces import AutoSpace
+
+HALF = 8  # TinyNet's conv2 has 16 output channels: half of them are dead in this model
+
+
+def dead_half():  # type: ignore[no-untyped-def]
+    """The tiny teacher with half of conv2's output channels zeroed: pruning half of that
+    group (by L1) removes exactly them and changes nothing; conv1's channels all matter."""
+    from tests.tiny_experiment import trained_model
+
+    model = trained_model()
+    with torch.no_grad():
+        model.conv2.weight[:HALF] = 0
+        model.conv2.bias[:HALF] = 0
+    return model
+
+
+@dataclass
+class FakeProbe(LatencyProbe):
+    """Latency as a function of the plan alone: pruning and int8 make it faster."""
+
+    calls: int = 0
+
+    def _latency_ms(self, plan: Plan) -> float:
+        self.calls += 1
+        pruned = sum(plan.numbers("prune").values())
+        int8 = sum(1 for k, v in plan.items() if k.startswith("bits.") and v == 8)
+        return self.reference_ms * (1.0 - 0.2 * pruned - 0.1 * int8)
+
+
+def _setup(tiny):  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    experiment = replace(tiny, model=dead_half, space=AutoSpace(techniques=("prune", "bits")))
+    reference = checked_reference(experiment)
+    return experiment, space_of(experiment, reference), reference
+
+
+def test_the_more_sensitive_group_ranks_so_and_the_profile_is_cached(tiny) -> None:  # type: ignore[no-untyped-def]
+    experiment, space, reference = _setup(tiny)
+    probe = FakeProbe(experiment, reference, 1.0)
+    profile = sensitivity(experiment, space, probe)
+    by_ratio = {n: {p.value: p for p in points} for n, points in profile.prune.items()}
+    assert set(by_ratio) == {"prune.conv1", "prune.conv2"}
+    # only the dead channels went (what is left is the batch norms' re-estimated statistics)
+    assert by_ratio["prune.conv2"][0.5].damage < 1e-4
+    assert by_ratio["prune.conv1"][0.5].damage > 100 * by_ratio["prune.conv2"][0.5].damage
+    assert by_ratio["prune.conv1"][0.9].damage > by_ratio["prune.conv1"][0.25].damage
+    # latency from the probe, as a ratio to the reference, on top of the (faster) int8 base
+    knobs = {k.name: k for k in space.knobs()}
+    assert {knobs[k].choices[profile.base_params[k]] for k in profile.bits} == {8}
+    assert profile.base_ratio == pytest.approx(1.0 - 0.1 * len(profile.bits))
+    assert by_ratio["prune.conv1"][0.5].ratio == pytest.approx(profile.base_ratio - 0.1)
+    # each precision the layers may take instead, with its damage and latency
+    widths = {n: sorted(p.value for p in points) for n, points in profile.bits.items()}
+    assert all(32.0 in w for w in widths.values())
+    rows = profile.rows(reference_ms=2.0)
+    assert {"knob", "value", "damage", "saved_ms"} <= set(rows[0])
+    assert next(r for r in rows if r["knob"] == "prune.conv1" and r["value"] == 0.5)[
+        "saved_ms"
+    ] == pytest.approx(0.2)
+
+    calls = probe.calls
+    again = sensitivity(experiment, space, FakeProbe(experiment, reference, 1.0))
+    assert again == profile and probe.calls == calls  # from the cache, nothing measured
+
+
+def test_levels_stop_at_the_knobs_most() -> None:
+    from edgecompress.spaces import Knob
+
+    knob = Knob(name="prune.x", kind="float", low=0.0, high=0.6, step=0.05, identity=0.0)
+    assert prune_levels(knob) == [0.25, 0.5, 0.6]

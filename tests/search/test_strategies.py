@@ -1,0 +1,194 @@
+"""Strategies as plug-ins, latency known before training, per-trial seeds, the question asked."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+from edgecompress.cli import main
+from edgecompress.errors import EdgeCompressError
+from edgecompress.plan import Plan
+from edgecompress.search import Proposal, Result, Strategy, search
+from edgecompress.search.front import COLUMNS
+from edgecompress.search.ledger import Ledger
+from edgecompress.search.strategies import ATTR, Context, strategy_named
+from edgecompress.search.trial import reference_of, run_trial
+from edgecompress.spaces import KnobSpace
+from edgecompress.tasks import ClassificationTask
+from tests.conftest import TINY
+
+
+class HalfThenSampler(Strategy):
+    """A strategy written by a user: one plan of its own (every group pruned by half), then
+    whatever its sampler picks."""
+
+    name = "half-then-sampler"
+    uniform_seeds = False
+
+    def __init__(self) -> None:
+        self.asked = 0
+
+    def ask(self, study: optuna.Study, context: Context) -> Proposal | None:
+        self.asked += 1
+        if any(t.user_attrs.get("proposed_by") == "half" for t in study.get_trials()):
+            return None
+        params: dict[str, Any] = {
+            k.name: 0.5 for k in context.space.knobs() if k.name.startswith("prune.")
+        }
+        return Proposal(params, "half", {"mine": True})
+
+
+def test_a_strategy_plug_in_runs_a_search(tiny, workdir) -> None:  # type: ignore[no-untyped-def]
+    strategy = HalfThenSampler()
+    result = search(
+        tiny, trials=4, budget_ms=100.0, storage="sqlite:///s.db", progress=False, strategy=strategy
+    )
+    study = optuna.load_study(study_name="tiny", storage="sqlite:///s.db")
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(done) == 4 and strategy.asked >= 2  # asked once no baseline was waiting
+    mine = [t for t in done if t.user_attrs.get("proposed_by") == "half"]
+    assert len(mine) == 1 and mine[0].user_attrs["mine"] is True
+    assert {v for k, v in mine[0].user_attrs["plan"].items() if k.startswith("prune.")} == {0.5}
+    assert "uniform prune 0.45" not in set(result.trials["baseline"])  # it asked for none
+    assert list(result.trials["proposed_by"]).count("half") == 1
+    # each trial fine-tuned from its own seed, recorded as such
+    assert all(t.user_attrs["accuracy_se"] > 0 for t in done)
+
+
+def test_strategies_by_name_and_a_clear_error(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert strategy_named(None).name == "allocate"
+    assert strategy_named("tpe").name == "tpe" and strategy_named("random").name == "random"
+    mine = HalfThenSampler()
+    assert strategy_named(mine) is mine
+    with pytest.raises(EdgeCompressError, match="allocate"):
+        strategy_named("bayes")
+    with pytest.raises(SystemExit) as exit_:
+        main(["search", TINY, "--speedup", "2", "--trials", "3", "--strategy", "bayes"])
+    assert exit_.value.code == 2
+    assert "invalid choice: 'bayes'" in capsys.readouterr().err
+
+
+def test_max_drop_is_checked_before_any_work(workdir, capsys) -> None:  # type: ignore[no-untyped-def]
+    code = main(["search", TINY, "--speedup", "2", "--trials", "3", "--max-drop", "1.5"])
+    assert code == 2
+    assert "--max-drop" in capsys.readouterr().err
+    assert not (workdir / "edgecompress.db").exists()
+
+
+class _NoTraining(ClassificationTask):
+    def fit(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        raise AssertionError("a plan known to miss the budget was fine-tuned")
+
+
+def test_a_plan_known_over_the_budget_is_never_fine_tuned(tiny, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    task = _NoTraining(
+        train=tiny.task.train,
+        val=tiny.task.val,
+        finetune=tiny.task.finetune,
+        calibration_samples=64,
+    )
+    experiment = replace(tiny, task=task)
+    reference = reference_of(experiment)
+    plan = Plan({"prune.conv1": 0.5, "finetune.epochs": 1})
+    outcome = run_trial(
+        experiment, plan, reference=reference, reference_ms=1.0, staging=tmp_path, budget_ms=1e-6
+    )
+    assert outcome.screened and outcome.onnx_path == ""
+    assert outcome.metrics["screened_latency_ms"] == outcome.metrics["untrained_latency_ms"]
+    assert outcome.metrics["untrained_latency_ms"] > 1e-6
+    assert "measured untrained" in outcome.notes["screened"]
+
+
+def test_trials_fine_tune_from_their_own_seed(tiny, tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    seen: list[int] = []
+    fit = ClassificationTask.fit
+
+    def recording(self, student, teacher, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(kwargs["seed"])
+        return fit(self, student, teacher, **kwargs)
+
+    monkeypatch.setattr(ClassificationTask, "fit", recording)
+    reference = reference_of(tiny)
+    plan = Plan({"prune.conv1": 0.25, "finetune.epochs": 1})
+    for seed in (7, 8):
+        run_trial(tiny, plan, reference=reference, reference_ms=1.0, staging=tmp_path, seed=seed)
+    assert seen == [7, 8]
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    ledger = Ledger(study, KnobSpace(), ("accuracy", "latency_ms"), seed=100)
+    first, second = study.ask(), study.ask()
+    assert (ledger.seed_of(first), ledger.seed_of(second)) == (100, 101)
+    study.enqueue_trial({}, user_attrs={"retry_of": first.number})
+    retry = study.ask()
+    assert ledger.seed_of(retry) == 100  # a retry repeats its original's fine-tune
+
+
+def _result(rows: list[tuple[int, float, float, str]], meta: dict[str, Any]) -> Result:
+    frame = pd.DataFrame(
+        [
+            {
+                "trial": n,
+                "accuracy": acc,
+                "accuracy_se": 0.003,
+                "test_accuracy": math.nan,
+                "latency_ms": lat,
+                "size_mb": 1.0,
+                "feasible": lat <= meta["budget_ms"],
+                "violation_ms": max(0.0, lat - meta["budget_ms"]),
+                "baseline": base,
+                "proposed_by": "",
+                "plan": {},
+            }
+            for n, acc, lat, base in rows
+        ],
+        columns=COLUMNS,
+    )
+    return Result("s", meta, frame, failed=0, artifacts={})
+
+
+def test_best_answers_the_question_asked() -> None:
+    rows = [
+        (0, 0.985, 2.0, "teacher"),
+        (1, 0.984, 0.08, ""),
+        (2, 0.978, 0.04, ""),  # within one point of the teacher, and the fastest so
+        (3, 0.970, 0.02, ""),
+        (4, 0.986, 0.09, ""),
+    ]
+    meta = {"budget_ms": 0.1, "objectives": ["accuracy", "latency_ms"], "reference_latency_ms": 2}
+    assert _result(rows, meta).best()["trial"] == 4  # the most accurate within the budget
+    asked = _result(rows, {**meta, "max_drop": 0.01})
+    assert asked.max_drop == 0.01 and asked.best()["trial"] == 2
+    none_close = _result(rows[:1] + rows[3:4], {**meta, "max_drop": 0.001})
+    assert none_close.best()["trial"] == 3  # nothing within the drop: the most accurate
+
+
+def test_allocate_search_measures_its_plans_within_their_targets(tiny, workdir, capsys) -> None:  # type: ignore[no-untyped-def]
+    result = search(tiny, trials=4, speedup=1.0, storage="sqlite:///a.db", progress=False)
+    study = optuna.load_study(study_name="tiny", storage="sqlite:///a.db")
+    trials = study.get_trials()
+    proposed = [t for t in trials if ATTR in t.user_attrs]
+    assert proposed, "the allocation strategy proposed nothing"
+    for t in proposed:
+        record = t.user_attrs[ATTR]
+        assert record["untrained_latency_ms"] <= record["target_ms"]
+        assert record["target_ms"] <= result.budget_ms + 1e-12
+    labels = [t.user_attrs[ATTR]["label"] for t in proposed]
+    assert len(labels) == len(set(labels))  # nothing proposed twice
+    # no plan measured over the budget before training was trained
+    for t in trials:
+        before = t.user_attrs.get("untrained_latency_ms")
+        if t.state == TrialState.COMPLETE and before is not None:
+            assert before <= result.budget_ms * 1.05
+    # the profile it used is cached, and `profile` shows it without measuring again
+    assert main(["profile", TINY, "--format", "json", "--no-progress"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["knob"] for r in rows} >= {"prune.conv1", "prune.conv2"}
+    assert all({"value", "damage", "saved_ms", "saved_pct"} <= set(r) for r in rows)
