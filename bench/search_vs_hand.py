@@ -1,0 +1,255 @@
+"""The search against what a user does by hand, side by side, over several seeds (issue 13).
+
+For each model and seed, every arm is one fresh study of the same size through the same engine:
+the same teacher, the same fine-tuning recipe (each trial seeded by its number), the same
+latency measurement (median ratio to the teacher in interleaved rounds), the same budget:
+
+- ``hand``: one global pruning ratio for every group, then int8 (the base precision where int8
+  is slower than fp32), at evenly spaced ratios: as many fine-tunes as the searches get;
+- ``random``, ``tpe``: the search before issue 13, over every knob, from its uniform seeds;
+- ``allocate``: the sensitivity profile, allocations under the budget and a ladder below it,
+  then refinement (the default strategy).
+
+Reported per arm (median and range over seeds): the largest speedup within 1 validation point
+of the teacher (test accuracy beside it), the best validation accuracy within teacher / 25,
+/ 50 and / 75, the hypervolume of the (speedup, accuracy) front relative to random search's,
+the fine-tunes spent on plans over the budget, and the wall time to the final best.
+
+    .venv/bin/python bench/search_vs_hand.py --models cnn mlp --seeds 0 1 2 --trials 12
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from edgecompress import load_experiment, search
+from edgecompress.search import Proposal, Strategy
+from edgecompress.search.strategies import Context
+from edgecompress.spaces import baseline_params
+
+ROOT = Path(__file__).parent.parent
+MODELS = {
+    "cnn": f"{ROOT / 'examples' / 'mnist1d.py'}:experiment",
+    "mlp": f"{ROOT / 'examples' / 'mnist1d_mlp.py'}:experiment",
+}
+ARMS = ("hand", "allocate", "tpe", "random")
+SPEEDUPS = (25, 50, 75)
+OUT = Path(__file__).parent / "search_vs_hand.json"
+
+
+class HandSweep(Strategy):
+    """One global pruning ratio for every group, then int8: evenly spaced ratios, one a
+    trial (a strategy plug-in, like any user's). Each is trained whatever its latency, as a
+    user's sweep is: they are marked as baselines, which are never screened."""
+
+    name = "hand"
+    uniform_seeds = False
+
+    def __init__(self, ratios: list[float]) -> None:
+        self.ratios = ratios
+
+    def ask(self, study: optuna.Study, context: Context) -> Proposal | None:
+        done = {t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)}
+        for r in self.ratios:
+            label = f"hand {r:g}"
+            if label not in done:
+                params = baseline_params(context.space, "int8")
+                for k in context.space.knobs():
+                    if k.section == "prune" and k.kind == "float":
+                        params[k.name] = min(r, float(k.high or 0.0))
+                return Proposal(params, label, {"baseline": label})
+        return None
+
+
+def hand_ratios(count: int, most: float = 0.95) -> list[float]:
+    """``count`` ratios evenly spaced from 0.5 to ``most``, on the knobs' 0.05 grid."""
+    return sorted({round(round(x / 0.05) * 0.05, 2) for x in np.linspace(0.5, most, count)})
+
+
+def summarize(study: optuna.Study, started: float) -> dict[str, Any]:
+    """What the issue asks of each arm, from the study's completed trials."""
+    meta = study.user_attrs["edgecompress"]
+    ref, budget = meta["reference_latency_ms"], meta["budget_ms"]
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    rows = [
+        {
+            "trial": t.number,
+            "acc": t.user_attrs["accuracy"],
+            "test": t.user_attrs.get("test_accuracy"),
+            "speedup": 1.0 / t.user_attrs["latency_ratio"],
+            "latency_ms": t.user_attrs["latency_ms"],
+            "baseline": t.user_attrs.get("baseline", ""),
+            "by": t.user_attrs.get("proposed_by", "") or t.user_attrs.get("baseline", ""),
+            "end": t.datetime_complete.timestamp() if t.datetime_complete else math.nan,
+        }
+        for t in done
+    ]
+    teacher = next(r for r in rows if r["baseline"] == "teacher")
+    close = [r for r in rows if r["acc"] >= teacher["acc"] - 0.01]
+    fastest = max(close, key=lambda r: r["speedup"])
+    at = {}
+    for s in SPEEDUPS:
+        within = [r for r in rows if r["speedup"] >= s]
+        top = max(within, key=lambda r: (r["acc"], r["speedup"]), default=None)
+        at[f"acc_at_{s}x"] = None if top is None else top["acc"]
+        at[f"test_at_{s}x"] = None if top is None else top["test"]
+    feasible = [r for r in rows if r["latency_ms"] <= budget]
+    final = max(feasible, key=lambda r: (r["acc"], r["speedup"]), default=None)
+    return {
+        "teacher_acc": teacher["acc"],
+        "teacher_test": teacher["test"],
+        "reference_ms": ref,
+        "budget_ms": budget,
+        "speedup_within_1pt": fastest["speedup"],
+        "its_acc": fastest["acc"],
+        "its_test": fastest["test"],
+        "its_plan": fastest["by"] or fastest["baseline"],
+        **at,
+        "hypervolume": hypervolume(rows, teacher["acc"]),
+        "over_budget_finetunes": sum(
+            1 for r in rows if r["baseline"] in ("", None) and r["latency_ms"] > budget
+        ),
+        "screened": len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))),
+        "time_to_best_s": None if final is None else final["end"] - started,
+        "trials": rows,
+    }
+
+
+def hypervolume(rows: list[dict[str, Any]], teacher_acc: float) -> float:
+    """Area dominated by the (log10 speedup, accuracy) points above accuracy teacher - 0.1 and
+    speedup 1: larger is better."""
+    floor = teacher_acc - 0.1
+    points = sorted(
+        ((math.log10(max(r["speedup"], 1.0)), r["acc"]) for r in rows if r["acc"] > floor),
+        reverse=True,
+    )
+    area, best = 0.0, floor
+    for x, y in points:  # from the fastest: each point adds its strip above the best so far
+        if y > best:
+            area += x * (y - best)
+            best = y
+    return area
+
+
+def run_arm(model: str, arm: str, seed: int, args: argparse.Namespace, work: Path) -> dict:
+    experiment = replace(load_experiment(MODELS[model]), seed=seed)
+    storage = f"sqlite:///{work / f'{model}-{arm}-{seed}.db'}"
+    strategy: str | Strategy = HandSweep(hand_ratios(args.trials - 2)) if arm == "hand" else arm
+    started = time.time()
+    search(
+        experiment,
+        trials=args.trials,
+        speedup=args.speedup,
+        workers=args.workers,
+        storage=storage,
+        progress=False,
+        strategy=strategy,
+    )
+    study = optuna.load_study(study_name=experiment.name, storage=storage)
+    summary = summarize(study, started)
+    summary["wall_s"] = time.time() - started
+    return summary
+
+
+def aggregate(runs: list[dict[str, Any]], extra: list[str]) -> dict[str, Any]:
+    keys = ["speedup_within_1pt", "its_acc", "its_test", "hypervolume", "over_budget_finetunes"]
+    keys += extra
+    keys += [f"acc_at_{s}x" for s in SPEEDUPS] + ["time_to_best_s", "wall_s"]
+    out = {}
+    for k in keys:
+        values = [r[k] for r in runs if r.get(k) is not None]
+        if values:
+            out[k] = {
+                "median": statistics.median(values),
+                "min": min(values),
+                "max": max(values),
+            }
+    return out
+
+
+def summarize_all(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per model and arm, over every seed run so far: medians and ranges; the hypervolume
+    relative to random search's in the same seed; and, per seed, the allocation against the
+    hand sweep."""
+    for key, run in runs.items():
+        model, _, seed = key.split("/")
+        base = runs.get(f"{model}/random/{seed}", {}).get("hypervolume")
+        run["hv_vs_random"] = run["hypervolume"] / base if base else None
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for key, run in sorted(runs.items()):
+        model, arm, _ = key.split("/")
+        groups.setdefault(f"{model}/{arm}", []).append(run)
+    summary: dict[str, Any] = {
+        k: {"seeds": len(v), **aggregate(v, ["hv_vs_random"])} for k, v in groups.items()
+    }
+    for key, run in runs.items():
+        model, arm, seed = key.split("/")
+        hand = runs.get(f"{model}/hand/{seed}")
+        if arm == "allocate" and hand:
+            ratio = run["speedup_within_1pt"] / hand["speedup_within_1pt"]
+            summary.setdefault(f"{model}/allocate vs hand", {})[seed] = {
+                "speedup_ratio": ratio,
+                **{f"acc_gain_at_{s}x": _gain(run, hand, f"acc_at_{s}x") for s in SPEEDUPS},
+            }
+    return summary
+
+
+def _gain(run: dict[str, Any], hand: dict[str, Any], key: str) -> float | None:
+    """The accuracy gained over the hand sweep; None where either arm has no plan there."""
+    if run.get(key) is None or hand.get(key) is None:
+        return None
+    return float(run[key] - hand[key])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=["cnn", "mlp"], choices=sorted(MODELS))
+    parser.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--speedup", type=float, default=25)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--work", default=str(Path(__file__).parent / "_work" / "vs_hand"))
+    args = parser.parse_args()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+    results = json.loads(OUT.read_text()) if OUT.exists() else {"runs": {}}
+    results["command"] = "bench/search_vs_hand.py " + " ".join(
+        f"--{k} {' '.join(map(str, v)) if isinstance(v, list) else v}"
+        for k, v in vars(args).items()
+        if k != "work"
+    )
+    for model in args.models:
+        for seed in args.seeds:
+            for arm in args.arms:
+                key = f"{model}/{arm}/{seed}"
+                if key in results["runs"]:
+                    continue  # kept from an earlier run of the same command
+                print(f"{key} ...", flush=True)
+                results["runs"][key] = run_arm(model, arm, seed, args, work)
+                r = results["runs"][key]
+                print(
+                    f"{key}: {r['speedup_within_1pt']:.1f}x within 1 pt ({r['its_plan']}); "
+                    + ", ".join(f"/{s}: {r[f'acc_at_{s}x']}" for s in SPEEDUPS)
+                    + f"; hv {r['hypervolume']:.4f}; {r['wall_s']:.0f} s",
+                    flush=True,
+                )
+                OUT.write_text(json.dumps(results, indent=1, default=str))
+    results["summary"] = summarize_all(results["runs"])
+    OUT.write_text(json.dumps(results, indent=1, default=str))
+    print(json.dumps(results["summary"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
