@@ -118,7 +118,8 @@ def _screen(
     """The plan's latency before training: predicted from the target's table where the study
     screens with one, else built untrained and measured here. A ``screened`` Outcome when it is
     known to miss ``budget_ms``; otherwise the metrics to keep with the trained trial. A study
-    created with ``--no-screen`` trains every plan."""
+    with a table created with ``--no-screen`` trains every plan; without a table, every plan is
+    measured untrained."""
     start = time.perf_counter()
     notes: dict[str, Any] = {}
     if costing is not None:
