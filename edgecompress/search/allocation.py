@@ -9,7 +9,10 @@ group narrows the next layer too, kernels change with width), so the plan is the
 untrained and measured, and the saving asked for is corrected along the secant of measured
 latency against predicted saving until the plan fits the budget: what is returned was measured
 within it. ``uniform_at`` does the same for one global ratio (what
-a user does by hand), by bisection on the ratio.
+a user does by hand), by bisection on the ratio. ``floor`` is the fastest plan the profiled
+knobs reach. ``compressed_at`` serves budgets beyond that floor: every knob with a fastest
+value (students and ranks too, which the profile does not cover) the same share of the way
+there, weighted by section, by bisection on the share.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import numpy as np
 
 from edgecompress.plan import Plan
 from edgecompress.search.sensitivity import Point, Sensitivity
-from edgecompress.spaces import Knob, Space, replay
+from edgecompress.spaces import Knob, Space, on_grid, replay
 
 GRID = 0.05  # the pruning knobs' step
 TRIES = 5  # measurements per allocation
@@ -191,6 +194,81 @@ def _next_saving(
     return guess
 
 
+def floor(
+    profile: Sensitivity,
+    space: Space,
+    latency: Latency,
+    *,
+    reference_ms: float,
+    fixed: dict[str, Any] | None = None,
+) -> Allocation:
+    """Every profiled knob at its largest predicted saving, measured: the fastest plan an
+    allocation can reach (its ``target_ms`` is its own latency)."""
+    knobs = {k.name: k for k in space.knobs()}
+    chosen, _, damage = choose(options(profile, knobs, reference_ms), 1e12)
+    params = {**profile.base_params, **(fixed or {}), **chosen}
+    measured = latency(replay(space, params))
+    return Allocation(params, measured, damage, measured)
+
+
+def compressed_at(
+    space: Space,
+    latency: Latency,
+    *,
+    target_ms: float,
+    base: dict[str, Any],
+    weights: dict[str, float],
+    fixed: dict[str, Any] | None = None,
+) -> Allocation | None:
+    """The least common level measured within ``target_ms`` (None if even the most misses),
+    by bisection on a 0.05 grid of levels: at level ``t`` every knob of a section in
+    ``weights`` with a fastest value is ``min(1, t * weights[section])`` of the way from its
+    identity to it (``on_grid``), every other knob as in ``base``. The levels go on until every
+    weighted section is at its fastest (a weight under 0.05 counts as 0). Its damage is unknown
+    (nan): the profile does not cover students."""
+    weights = {s: w for s, w in weights.items() if w >= GRID}
+    knobs = [
+        k
+        for k in space.knobs()
+        if k.section in weights and k.fastest is not None and k.identity is not None
+    ]
+    if not knobs:
+        return None
+    most = 1.0 / min(weights[k.section] for k in knobs)
+    grid = [round(i * GRID, 6) for i in range(math.ceil(most / GRID - 1e-9) + 1)]
+
+    def at(level: float) -> tuple[dict[str, Any], float]:
+        params = {**base, **(fixed or {})}
+        for k in knobs:
+            params[k.name] = k.param(on_grid(k, min(1.0, level * weights[k.section])))
+        return params, latency(replay(space, params))
+
+    found = _least(grid, at, target_ms)
+    return None if found is None else Allocation(found[0], found[1], math.nan, target_ms)
+
+
+def _least(
+    grid: list[float],
+    at: Callable[[float], tuple[dict[str, Any], float]],
+    target_ms: float,
+) -> tuple[dict[str, Any], float] | None:
+    """The plan at the least ``grid`` value measured within ``target_ms``, by bisection
+    (latency taken to fall along the grid); None if even the last misses."""
+    low, high = 0, len(grid) - 1
+    params, measured = at(grid[high])
+    if measured > target_ms:
+        return None
+    found = (params, measured)
+    while high - low > 1:
+        mid = (low + high) // 2
+        params, measured = at(grid[mid])
+        if measured <= target_ms:
+            high, found = mid, (params, measured)
+        else:
+            low = mid
+    return found
+
+
 def uniform_at(
     profile: Sensitivity,
     space: Space,
@@ -212,18 +290,9 @@ def uniform_at(
         params.update({k.name: min(ratio, float(k.high or 0.0)) for k in prune})
         return params, latency(replay(space, params))
 
-    low, high = 0, len(grid) - 1
-    params, measured = at(grid[high])
-    if measured > target_ms:
+    found = _least(grid, at, target_ms)
+    if found is None:
         return None
-    found = (params, measured)
-    while high - low > 1:
-        mid = (low + high) // 2
-        params, measured = at(grid[mid])
-        if measured <= target_ms:
-            high, found = mid, (params, measured)
-        else:
-            low = mid
     damage = sum(
         float(
             np.interp(

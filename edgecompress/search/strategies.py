@@ -28,7 +28,13 @@ from optuna.trial import TrialState
 
 from edgecompress.errors import EdgeCompressError
 from edgecompress.experiment import Experiment
-from edgecompress.search.allocation import Allocation, allocate, uniform_at
+from edgecompress.search.allocation import (
+    Allocation,
+    allocate,
+    compressed_at,
+    floor,
+    uniform_at,
+)
 from edgecompress.search.probe import LatencyProbe
 from edgecompress.search.sensitivity import Sensitivity, sensitivity
 from edgecompress.spaces import Knob, Space
@@ -101,20 +107,27 @@ class Allocate(Strategy):
     """Sensitivity-guided allocation under the budget, then refinement around it.
 
     The first proposals are the uniform plan matched to the budget (one global ratio in the
-    base precisions, what a user does by hand: the study is never worse than it by
-    construction) and the allocation at the budget; then allocations at a ladder of tighter
-    budgets (the ``LADDER`` shares of the budget, while the space reaches them), which fill the
-    front below the budget; then a multi-objective TPE over a few parameters of the
-    allocation: the share of the budget aimed at, how the damage is weighed (``gamma``),
-    whether precisions are allocated or kept at the base, the pruning criterion and channel
-    alignment, and the distillation knobs. Each proposal is measured within its target before
-    it is trained.
+    base precisions, what a user does by hand) and the allocation at the budget; then a ladder
+    of allocations at tighter targets, evenly spaced in log latency from the budget down to the
+    floor (the fastest plan the profiled knobs reach), which fills the front below the budget
+    where a hand sweep's most compressed ratios go; then the uniform plan matched to each rung,
+    so that the study is never worse than one global ratio at any of its targets, by
+    construction; then a multi-objective TPE over a few parameters of the allocation: the share
+    of the budget aimed at, how the damage is weighed (``gamma``), whether precisions are
+    allocated or kept at the base, the pruning criterion and channel alignment, and the
+    distillation knobs. Each proposal is measured within its target before it is trained.
+
+    Where the budget lies beyond the floor (only students or factorization reach it), the
+    proposals are the space compressed at one common level matched to the budget
+    (``compressed_at``), then a TPE over the level's weight per section; the ladder is
+    recorded in the study (``LADDER_ATTR``), so a resumed study keeps its targets.
     """
 
     name = "allocate"
     uniform_seeds = False
-    LADDER = (0.67, 0.45, 0.3)
-    DEEPER = (0.2, 0.13)  # further down, when the question is the fastest within a drop
+    RUNG = 0.6  # the ladder's step in latency, about
+    MOST_RUNGS = 4
+    FLOOR_SLACK = 1.08  # the floor rung aims this far above the floor: the least damage near it
     STARTUP = 4  # random refinements before the inner TPE models them
     # targets sit this far inside their budget: the trained model is measured again, and two
     # measurements of one model differ by a few percent here
@@ -125,8 +138,9 @@ class Allocate(Strategy):
         self.seed = 0
 
     def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        """Where no allocation is proposed, the previous search's TPE chooses."""
         self.seed = seed  # the refinement's own sampler follows the study's seed
-        return optuna.samplers.RandomSampler(seed=seed)
+        return TPE().sampler(seed)
 
     def start(self, study: optuna.Study, context: Context) -> None:
         self.profile(context)
@@ -144,31 +158,84 @@ class Allocate(Strategy):
             for t in study.get_trials(deepcopy=False)
             if ATTR in t.user_attrs
         }
-        schedule = self._schedule(context)
+        ladder = self.ladder(study, context)
+        missed = set(ladder.get("missed", []))
+        schedule = self._schedule(ladder)
         for label, settings in schedule:
-            if label not in proposed:
-                found = self._proposal(label, settings, context)
+            if label not in proposed and label not in missed:
+                found = self._proposal(label, settings, context, ladder)
                 if found is not None:
                     return found
-        return self._refine(study, context, len(proposed - {label for label, _ in schedule}))
+                missed.add(label)  # not proposed again, on resume either
+                study.set_user_attr(LADDER_ATTR, {**ladder, "missed": sorted(missed)})
+        count = len(proposed - {label for label, _ in schedule})
+        return self._refine(study, context, ladder, count)
 
-    def _schedule(self, context: Context) -> list[tuple[str, dict[str, Any]]]:
+    def ladder(self, study: optuna.Study, context: Context) -> dict[str, Any]:
+        """The study's targets, as shares of ``SAFETY * budget``: measured once (the floor),
+        then read from the study."""
+        stored = study.user_attrs.get(LADDER_ATTR)
+        if stored is not None:
+            return dict(stored)
+        target = context.budget_ms * self.SAFETY
+        lowest = floor(
+            self.profile(context),
+            context.space,
+            context.latency,
+            reference_ms=context.reference_ms,
+        )
+        reach = lowest.latency_ms * self.FLOOR_SLACK <= target
+        if reach:
+            least = lowest.latency_ms * self.FLOOR_SLACK / target
+        elif context.fastest_ms > 0:  # students and factorization only: the space's floor
+            least = min(1.0, context.fastest_ms * self.FLOOR_SLACK / target)
+        else:  # the space's floor is not known: no ladder
+            least = 1.0
+        least = math.ceil(least * 1e4) / 1e4  # the last rung's aim, as labelled
+        rungs = round(math.log(least) / math.log(self.RUNG)) if least < 1 else 0
+        rungs = max(min(rungs, self.MOST_RUNGS), 1 if least < 0.85 else 0)
+        aims = [round(least ** (i / rungs), 4) for i in range(1, rungs + 1)]
+        ladder = {"reach": reach, "floor_ms": lowest.latency_ms, "least": least, "aims": aims}
+        study.set_user_attr(LADDER_ATTR, ladder)
+        return ladder
+
+    def _schedule(self, ladder: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        aims = list(ladder["aims"])
+        if not ladder["reach"]:
+            return [("compressed at budget", {"level": True, "aim": 1.0})] + [
+                (f"compressed at {aim:g} x budget", {"level": True, "aim": aim}) for aim in aims
+            ]
         steps: list[tuple[str, dict[str, Any]]] = [
             ("uniform at budget", {"uniform": True, "aim": 1.0}),
             ("allocation at budget", {"aim": 1.0}),
         ]
-        ladder = self.LADDER + (self.DEEPER if context.max_drop is not None else ())
-        for share in ladder:
-            if share * context.budget_ms >= 1.1 * context.fastest_ms:
-                steps.append((f"allocation at {share:g} x budget", {"aim": share}))
+        steps += [(f"allocation at {aim:g} x budget", {"aim": aim}) for aim in aims]
+        # the uniform plans of the ladder, the floor's first: a hand sweep's fastest ratios
+        for aim in aims[-1:] + aims[:-1]:
+            steps.append((f"uniform at {aim:g} x budget", {"uniform": True, "aim": aim}))
         return steps
 
-    def _proposal(self, label: str, settings: dict[str, Any], context: Context) -> Proposal | None:
+    def _proposal(
+        self, label: str, settings: dict[str, Any], context: Context, ladder: dict[str, Any]
+    ) -> Proposal | None:
         profile = self.profile(context)
-        target = settings["aim"] * context.budget_ms * self.SAFETY
+        aim = max(float(settings["aim"]), float(ladder["least"]))  # not below the floor
+        target = aim * context.budget_ms * self.SAFETY
         fixed = {k: v for k, v in settings.items() if k in _knob_names(context.space)}
         found: Allocation | None
-        if settings.get("uniform"):
+        if settings.get("level"):
+            weights = {s: float(settings.get(f"weight.{s}", 1.0)) for s in LEVEL_SECTIONS}
+            top = max(weights.values())
+            weights = {s: w / top for s, w in weights.items()} if top > 0 else weights
+            found = compressed_at(
+                context.space,
+                context.latency,
+                target_ms=target,
+                base=profile.base_params,
+                weights=weights,
+                fixed=fixed,
+            )
+        elif settings.get("uniform"):
             found = uniform_at(
                 profile, context.space, context.latency, target_ms=target, fixed=fixed
             )
@@ -189,22 +256,30 @@ class Allocate(Strategy):
             "label": label,
             "settings": settings,
             "untrained_latency_ms": found.latency_ms,
-            "predicted_damage": found.damage,
+            "predicted_damage": found.damage if math.isfinite(found.damage) else None,
             "target_ms": found.target_ms,
         }
         return Proposal(found.params, label, {ATTR: record})
 
-    def _refine(self, study: optuna.Study, context: Context, count: int) -> Proposal | None:
+    def _refine(
+        self, study: optuna.Study, context: Context, ladder: dict[str, Any], count: int
+    ) -> Proposal | None:
         """The next refinement (``count`` so far), from the inner TPE over the allocation's
-        parameters; at the budget when its aim is out of reach."""
-        inner = _inner_study(study, context.space, self.STARTUP, self.seed + count)
+        parameters; at the budget when its aim is out of reach; None (the sampler chooses)
+        when nothing is found there either."""
+        level = not ladder["reach"]
+        inner = _inner_study(study, context.space, self.STARTUP, self.seed + count, level)
         trial = inner.ask()
-        settings = _suggest(trial, context.space)
+        settings = _suggest(trial, context.space, level)
         label = f"refinement {count + 1}"
-        found = self._proposal(label, settings, context)
+        found = self._proposal(label, settings, context, ladder)
         if found is None and settings["aim"] < 1.0:  # the aim is out of reach: at the budget
-            found = self._proposal(label, {**settings, "aim": 1.0}, context)
+            found = self._proposal(label, {**settings, "aim": 1.0}, context, ladder)
         return found
+
+
+LADDER_ATTR = "allocation_ladder"  # the study attribute holding Allocate's targets
+LEVEL_SECTIONS = ("prune", "student", "rank")
 
 
 def _refinement_knobs(space: Space) -> list[Knob]:
@@ -221,18 +296,27 @@ def _knob_names(space: Space) -> set[str]:
     return {k.name for k in _refinement_knobs(space)}
 
 
-def _suggest(trial: optuna.Trial, space: Space) -> dict[str, Any]:
-    settings: dict[str, Any] = {
-        "aim": trial.suggest_float("aim", 0.25, 1.0),
-        "gamma": trial.suggest_float("gamma", 0.5, 2.0, log=True),
-        "precision": trial.suggest_categorical("precision", [True, False]),
-    }
+def _suggest(trial: optuna.Trial, space: Space, level: bool = False) -> dict[str, Any]:
+    """The refinement's parameters: the aim, and how the allocation weighs damage and
+    precision; for a common level (``level``), each section's weight instead."""
+    settings: dict[str, Any] = {"aim": trial.suggest_float("aim", 0.1, 1.0, log=True)}
+    if level:
+        settings["level"] = True
+        sections = {k.section for k in space.knobs() if k.fastest is not None}
+        for section in LEVEL_SECTIONS:
+            if section in sections:
+                settings[f"weight.{section}"] = trial.suggest_float(f"weight.{section}", 0.0, 1.0)
+    else:
+        settings["gamma"] = trial.suggest_float("gamma", 0.5, 2.0, log=True)
+        settings["precision"] = trial.suggest_categorical("precision", [True, False])
     for knob in _refinement_knobs(space):
         settings[knob.name] = knob.param(knob.suggest(trial))
     return settings
 
 
-def _inner_study(study: optuna.Study, space: Space, startup: int, seed: int) -> optuna.Study:
+def _inner_study(
+    study: optuna.Study, space: Space, startup: int, seed: int, level: bool = False
+) -> optuna.Study:
     """An in-memory study over the refinement's parameters, holding every finished
     allocation of ``study`` with its accuracy and latency: its TPE proposes the next."""
     with warnings.catch_warnings():
@@ -240,11 +324,13 @@ def _inner_study(study: optuna.Study, space: Space, startup: int, seed: int) -> 
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
     inner = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
     probe = optuna.create_study().ask()  # only to learn the parameters' distributions
-    _suggest(probe, space)
+    _suggest(probe, space, level)
     distributions = probe.distributions
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         record = t.user_attrs.get(ATTR)
         if not record or record["settings"].get("uniform"):
+            continue
+        if bool(record["settings"].get("level")) != level:
             continue
         full = {**_defaults(space), **record["settings"]}
         params = {k: full[k] for k in distributions if k in full}
@@ -264,6 +350,7 @@ def _inner_study(study: optuna.Study, space: Space, startup: int, seed: int) -> 
 def _defaults(space: Space) -> dict[str, Any]:
     """The refinement parameters of the schedule's own allocations."""
     defaults: dict[str, Any] = {"aim": 1.0, "gamma": 1.0, "precision": True}
+    defaults.update({f"weight.{s}": 1.0 for s in LEVEL_SECTIONS})
     for knob in _refinement_knobs(space):
         if knob.identity is not None:
             defaults[knob.name] = knob.param(knob.identity)

@@ -196,15 +196,17 @@ def accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
 
 def teacher() -> nn.Module:
     """The trained teacher; trained on first use (a few minutes) and cached."""
-    return _trained(Teacher(), "teacher")
+    return trained(Teacher(), "teacher")
 
 
 def mlp_teacher() -> nn.Module:
     """A Linear-heavy teacher (an MLP) on the same data; trained on first use and cached."""
-    return _trained(MLP(), "mlp")
+    return trained(MLP(), "mlp")
 
 
-def _trained(model: nn.Module, kind: str) -> nn.Module:
+def trained(model: nn.Module, kind: str) -> nn.Module:
+    """``model`` trained on MNIST-1D with ``RECIPE`` on first use, cached by its architecture
+    (``kind`` names the cache file), then loaded."""
     config = {**RECIPE, "arch": repr(model), "data": DATA_VERSION}
     key = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     path = cache_dir() / f"mnist1d-{kind}-{key.hexdigest()[:12]}.pt"

@@ -9,12 +9,14 @@ from edgecompress.search.allocation import (
     TRIES,
     allocate,
     choose,
+    compressed_at,
+    floor,
     multiplier,
     options,
     uniform_at,
 )
 from edgecompress.search.sensitivity import Point, Sensitivity
-from edgecompress.spaces import Knob, KnobSpace
+from edgecompress.spaces import Knob, KnobSpace, on_grid
 
 REFERENCE_MS = 1.0
 # three groups: "a" costs most and is least sensitive, "c" is cheap and very sensitive
@@ -117,3 +119,73 @@ def test_precision_kept_at_the_base_when_asked() -> None:
         profile, space, latency, target_ms=0.9, reference_ms=REFERENCE_MS, precision=False
     )
     assert found is not None and found.params["bits.a"] == 0  # the base's int8
+
+
+def test_floor_is_the_fastest_plan_an_allocation_reaches() -> None:
+    space, profile = _space(), _profile()
+    lowest = floor(profile, space, latency, reference_ms=REFERENCE_MS)
+    fastest = latency(space.sample(_fixed({**{n: 0.9 for n in COST}, "bits.a": 0})))
+    assert lowest.latency_ms == pytest.approx(fastest)
+    assert {lowest.params[n] for n in COST} == {0.9} and lowest.params["bits.a"] == 0
+    near = allocate(profile, space, latency, target_ms=fastest * 1.08, reference_ms=REFERENCE_MS)
+    assert near is not None and near.latency_ms <= fastest * 1.08
+    assert near.damage <= lowest.damage  # near the floor, the allocation spares some damage
+
+
+def _two_sections() -> KnobSpace:
+    """Two pruning groups and a student width knob (a section the profile does not cover)."""
+    prune = [
+        Knob(name=n, kind="float", low=0.0, high=0.9, step=0.05, identity=0.0, fastest=0.9)
+        for n in ("prune.a", "prune.b")
+    ]
+    width = Knob(
+        name="student.width",
+        kind="float",
+        low=0.25,
+        high=1.0,
+        step=0.05,
+        identity=1.0,
+        fastest=0.25,
+    )
+    return KnobSpace((*prune, width))
+
+
+def _shrinking(plan: Plan) -> float:
+    """Each pruning group's time shrinks with its kept channels; the width scales them all."""
+    kept = sum(1.0 - float(plan[n]) for n in ("prune.a", "prune.b")) / 2
+    return 0.05 + kept * float(plan["student.width"])
+
+
+@pytest.mark.parametrize("target_ms", [0.6, 0.3, 0.1])
+def test_compressed_at_finds_the_least_common_level_within_the_target(target_ms: float) -> None:
+    space, base = _two_sections(), {"prune.a": 0.0, "prune.b": 0.0, "student.width": 1.0}
+    weights = {"prune": 1.0, "student": 1.0}
+    found = compressed_at(space, _shrinking, target_ms=target_ms, base=base, weights=weights)
+    assert found is not None and found.latency_ms <= target_ms
+    assert _shrinking(space.sample(_fixed(found.params))) == pytest.approx(found.latency_ms)
+    assert found.params["prune.b"] == found.params["prune.a"]  # one common level
+    # a linear scan of the levels finds the same plan: the least level within the target
+    knobs = space.knobs()
+    for step in range(21):
+        params = {k.name: on_grid(k, step * 0.05) for k in knobs}
+        if _shrinking(space.sample(_fixed(params))) <= target_ms:
+            break
+    assert found.params == params
+
+
+def test_compressed_at_weighs_sections_and_refuses_the_unreachable() -> None:
+    space, base = _two_sections(), {"prune.a": 0.0, "prune.b": 0.0, "student.width": 1.0}
+    only_width = compressed_at(
+        space, _shrinking, target_ms=0.5, base=base, weights={"student": 1.0}
+    )
+    assert only_width is not None
+    assert only_width.params["prune.a"] == 0.0 and only_width.params["student.width"] <= 0.45
+    half = compressed_at(
+        space, _shrinking, target_ms=0.5, base=base, weights={"student": 1.0, "prune": 0.5}
+    )
+    assert half is not None and 0 < half.params["prune.a"] < 0.9
+    assert half.params["student.width"] > only_width.params["student.width"]
+    # the most compressed plan measures 0.05 + 0.1 * 0.25: a target below it is refused
+    weights = {"prune": 1.0, "student": 1.0}
+    assert compressed_at(space, _shrinking, target_ms=0.07, base=base, weights=weights) is None
+    assert compressed_at(space, _shrinking, target_ms=0.5, base=base, weights={}) is None

@@ -192,3 +192,109 @@ def test_allocate_search_measures_its_plans_within_their_targets(tiny, workdir, 
     rows = json.loads(capsys.readouterr().out)
     assert {r["knob"] for r in rows} >= {"prune.conv1", "prune.conv2"}
     assert all({"value", "damage", "saved_ms", "saved_pct"} <= set(r) for r in rows)
+
+
+def _run_schedule(
+    strategy: Any, study: optuna.Study, context: Context, count: int
+) -> list[dict[str, Any]]:
+    """``count`` proposals of ``strategy``, each told to ``study`` as a finished trial (its
+    accuracy falling with its predicted damage, its latency the untrained one)."""
+    records = []
+    for _ in range(count):
+        proposal = strategy.ask(study, context)
+        assert proposal is not None
+        record = proposal.attrs[ATTR]
+        trial = study.ask()
+        trial.set_user_attr(ATTR, record)
+        accuracy = 0.99 - 0.01 * (record["predicted_damage"] or 0.0)
+        trial.set_user_attr("accuracy", accuracy)
+        trial.set_user_attr("latency_ms", record["untrained_latency_ms"])
+        study.tell(trial, [accuracy, record["untrained_latency_ms"]])
+        records.append(record)
+    return records
+
+
+def _context(space: Any, latency: Any, budget_ms: float, fastest_ms: float) -> Context:
+    return Context(
+        experiment=None,  # type: ignore[arg-type] - the profile is given, nothing is trained
+        space=space,
+        budget_ms=budget_ms,
+        reference_ms=1.0,
+        latency=latency,
+        fastest_ms=fastest_ms,
+    )
+
+
+def test_allocate_ladder_runs_from_the_budget_to_the_floor_and_resumes() -> None:
+    from edgecompress.search.strategies import LADDER_ATTR, Allocate
+    from tests.search.test_allocation import _profile, _space, latency
+
+    calls: list[float] = []
+
+    def probe(plan: Plan) -> float:
+        calls.append(latency(plan))
+        return calls[-1]
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    strategy = Allocate()
+    strategy._profile = _profile()
+    context = _context(_space(), probe, budget_ms=0.8, fastest_ms=0.0)
+    records = _run_schedule(strategy, study, context, 12)
+    ladder = study.user_attrs[LADDER_ATTR]
+    assert ladder["reach"] and 1 <= len(ladder["aims"]) <= Allocate.MOST_RUNGS
+    aims = ladder["aims"]
+    assert aims == sorted(aims, reverse=True) and aims[-1] == pytest.approx(ladder["least"])
+    assert ladder["least"] * 0.8 * Allocate.SAFETY == pytest.approx(
+        ladder["floor_ms"] * Allocate.FLOOR_SLACK, rel=1e-3
+    )
+    labels = [r["label"] for r in records]
+    assert labels[:2] == ["uniform at budget", "allocation at budget"]
+    assert labels[2 : 2 + len(aims)] == [f"allocation at {a:g} x budget" for a in aims]
+    for r in records:  # each measured within its target, every target within the budget
+        assert r["untrained_latency_ms"] <= r["target_ms"] <= 0.8 * Allocate.SAFETY + 1e-12
+    deepest = records[1 + len(aims)]
+    assert deepest["target_ms"] <= ladder["floor_ms"] * Allocate.FLOOR_SLACK * 1.001
+    # a uniform plan matched to each rung follows, or the rung is recorded as out of its reach
+    uniform = {r["label"] for r in records if r["settings"].get("uniform")}
+    for aim in aims:
+        label = f"uniform at {aim:g} x budget"
+        assert (label in uniform) != (label in study.user_attrs[LADDER_ATTR].get("missed", []))
+    assert any(r["label"].startswith("refinement") for r in records)
+    # resumed by a new strategy object: the floor is not measured again, nothing is repeated
+    again = Allocate()
+    again._profile = _profile()
+    before = len(calls)
+    more = _run_schedule(again, study, context, 2)
+    assert study.user_attrs[LADDER_ATTR]["aims"] == aims
+    assert all(r["label"].startswith("refinement") for r in more)
+    assert len({r["label"] for r in records + more}) == len(records) + len(more)
+    assert len(calls) > before  # the refinements were measured, the floor was not re-measured
+    assert study.user_attrs[LADDER_ATTR]["floor_ms"] == ladder["floor_ms"]
+
+
+def test_allocate_beyond_the_profiled_floor_compresses_every_section() -> None:
+    from edgecompress.search.sensitivity import Point, Sensitivity
+    from edgecompress.search.strategies import LADDER_ATTR, Allocate
+    from tests.search.test_allocation import _shrinking, _two_sections
+
+    space = _two_sections()
+    base = {"prune.a": 0.0, "prune.b": 0.0, "student.width": 1.0}
+
+    def ratio(changes: dict[str, float]) -> float:
+        return _shrinking(space.sample(optuna.trial.FixedTrial({**base, **changes})))
+
+    prune = {
+        n: tuple(Point(r, r**2, ratio({n: r})) for r in (0.25, 0.5, 0.75, 0.9))
+        for n in ("prune.a", "prune.b")
+    }
+    strategy = Allocate()
+    strategy._profile = Sensitivity(base, 0.0, ratio({}), prune, {})
+    # pruning alone reaches 0.15 (width 1); the students reach 0.075
+    context = _context(space, _shrinking, budget_ms=0.12, fastest_ms=0.075)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    records = _run_schedule(strategy, study, context, 3)
+    assert not study.user_attrs[LADDER_ATTR]["reach"]
+    assert records[0]["label"] == "compressed at budget"
+    for r in records:
+        assert r["untrained_latency_ms"] <= r["target_ms"] <= 0.12 * Allocate.SAFETY + 1e-12
+        assert r["settings"]["level"] is True and r["predicted_damage"] is None
