@@ -241,8 +241,8 @@ def main() -> None:
         for k, v in vars(args).items()
         if k != "work"
     )
-    for model in args.models:
-        for seed in args.seeds:
+    for seed in args.seeds:  # seed by seed: a run stopped early has every model at as many seeds
+        for model in args.models:
             for arm in args.arms:
                 key = f"{model}/{arm}/{seed}"
                 if key in results["runs"]:

@@ -1,14 +1,17 @@
 """Allocation: the per-layer plan that loses the least fidelity within a latency budget.
 
 Each knob the profile covers offers options, each with a damage (KL from the teacher, see
-``sensitivity``) and a latency change from the base plan. For a multiplier ``lam``, every knob
-takes the option minimizing ``damage + lam * latency change`` (a Lagrangian relaxation of the
-knapsack "least total damage within the budget", exact for additive costs); ``lam`` is found by
-bisection so that the predicted saving meets a target. Latency is not additive (pruning one
-group narrows the next layer too, kernels change with width), so the plan is then built
-untrained and measured, and the saving asked for is corrected along the secant of measured
-latency against predicted saving until the plan fits the budget: what is returned was measured
-within it. ``uniform_at`` does the same for one global ratio (what
+``sensitivity``) and a latency change from the base plan, as a log ratio: the model predicts a
+plan's latency as the base's times the product of each option's ratio alone. (A sum of the
+savings measured alone double-counts: pruning a group shrinks its own layer and the next
+one, so the next group's saving alone counts that layer again; summed, the savings of the
+example's groups exceed the whole model's latency. A product saturates as latency does.) For a
+multiplier ``lam``, every knob takes the option minimizing ``damage + lam * log ratio`` (a
+Lagrangian relaxation of the knapsack "least total damage within the budget", exact where the
+model is); ``lam`` is found by bisection so that the predicted saving meets a target. The plan
+is then built untrained and measured, and the saving asked for is corrected along the secant
+of measured log latency against predicted log saving until the plan fits the budget: what is
+returned was measured within it. ``uniform_at`` does the same for one global ratio (what
 a user does by hand), by bisection on the ratio. ``floor`` is the fastest plan the profiled
 knobs reach. ``compressed_at`` serves budgets beyond that floor: every knob with a fastest
 value (students and ranks too, which the profile does not cover) the same share of the way
@@ -29,7 +32,7 @@ from edgecompress.search.sensitivity import Point, Sensitivity
 from edgecompress.spaces import Knob, Space, on_grid, replay
 
 GRID = 0.05  # the pruning knobs' step
-TRIES = 5  # measurements per allocation
+TRIES = 6  # measurements per allocation
 CLOSE = 0.95  # a plan measured within [CLOSE * target, target] is taken at once
 
 Latency = Callable[[Plan], float]
@@ -47,15 +50,15 @@ class Allocation:
 
 @dataclass(frozen=True)
 class _Options:
-    """One knob's options: Optuna params, damage, latency change from the base (ms)."""
+    """One knob's options: Optuna params, damage, latency change from the base (log ratio)."""
 
     name: str
     values: tuple[Any, ...]
     damage: np.ndarray
-    delta_ms: np.ndarray
+    delta: np.ndarray
 
     def best(self, lam: float) -> int:
-        return int(np.argmin(self.damage + lam * self.delta_ms))
+        return int(np.argmin(self.damage + lam * self.delta))
 
 
 def _interpolate(points: tuple[Point, ...], base_ratio: float, x: np.ndarray) -> tuple[Any, Any]:
@@ -68,7 +71,6 @@ def _interpolate(points: tuple[Point, ...], base_ratio: float, x: np.ndarray) ->
 def options(
     profile: Sensitivity,
     knobs: dict[str, Knob],
-    reference_ms: float,
     *,
     gamma: float = 1.0,
     precision: bool = True,
@@ -82,16 +84,14 @@ def options(
         steps = round(float(knob.high or 0.0) / GRID)
         grid = np.round(np.arange(steps + 1) * GRID, 6)
         damage, ratio = _interpolate(points, profile.base_ratio, grid)
-        delta = (ratio - profile.base_ratio) * reference_ms
+        delta = np.log(ratio / profile.base_ratio)
         found.append(_Options(name, tuple(float(g) for g in grid), damage, delta))
     if precision:
         for name, points in profile.bits.items():
             knob = knobs[name]
             values = (profile.base_params[name], *(knob.param(int(p.value)) for p in points))
             damage = np.array([0.0, *(p.damage - profile.base_damage for p in points)])
-            delta = np.array(
-                [0.0, *((p.ratio - profile.base_ratio) * reference_ms for p in points)]
-            )
+            delta = np.log(np.array([1.0, *(p.ratio / profile.base_ratio for p in points)]))
             found.append(_Options(name, values, damage, delta))
     return [_bent(o, gamma, _largest(found)) for o in found]
 
@@ -106,29 +106,29 @@ def _bent(o: _Options, gamma: float, scale: float) -> _Options:
         return o
     sign = np.sign(o.damage)
     bent = sign * scale * (np.abs(o.damage) / scale) ** gamma
-    return _Options(o.name, o.values, bent, o.delta_ms)
+    return _Options(o.name, o.values, bent, o.delta)
 
 
 def choose(opts: list[_Options], lam: float) -> tuple[dict[str, Any], float, float]:
-    """Each knob's best option at ``lam``: (params, predicted latency change, damage)."""
+    """Each knob's best option at ``lam``: (params, predicted log latency change, damage)."""
     params, delta, damage = {}, 0.0, 0.0
     for o in opts:
         i = o.best(lam)
         params[o.name] = o.values[i]
-        delta += float(o.delta_ms[i])
+        delta += float(o.delta[i])
         damage += float(o.damage[i])
     return params, delta, damage
 
 
-def multiplier(opts: list[_Options], delta_ms: float) -> float:
-    """The smallest ``lam`` (log bisection) whose choice changes latency by at most
-    ``delta_ms``; the largest tried when none reaches it."""
+def multiplier(opts: list[_Options], delta: float) -> float:
+    """The smallest ``lam`` (log bisection) whose choice changes log latency by at most
+    ``delta``; the largest tried when none reaches it."""
     low, high = -12.0, 12.0  # log10 of lam
-    if choose(opts, 10**high)[1] > delta_ms:
+    if choose(opts, 10**high)[1] > delta:
         return 10**high
     for _ in range(60):
         mid = (low + high) / 2
-        if choose(opts, 10**mid)[1] <= delta_ms:
+        if choose(opts, 10**mid)[1] <= delta:
             high = mid
         else:
             low = mid
@@ -150,12 +150,13 @@ def allocate(
     ``TRIES`` measurements). ``fixed``: params set on every plan (criterion, alignment,
     distillation)."""
     knobs = {k.name: k for k in space.knobs()}
-    opts = options(profile, knobs, reference_ms, gamma=gamma, precision=precision)
+    opts = options(profile, knobs, gamma=gamma, precision=precision)
     base_ms = profile.base_ratio * reference_ms
     best = None
     over, under = -math.inf, math.inf  # predicted savings measured too slow / within target
-    last = (0.0, base_ms)  # the secant's previous point: no saving, the base plan
-    saving = base_ms - target_ms
+    goal = math.log(target_ms)
+    last = (0.0, math.log(base_ms))  # the secant's previous point: no saving, the base plan
+    saving = math.log(base_ms / target_ms)
     for _ in range(TRIES):
         chosen, delta, damage = choose(opts, multiplier(opts, -saving))
         params = {**profile.base_params, **(fixed or {}), **chosen}
@@ -168,8 +169,8 @@ def allocate(
                 break
         else:
             over = max(over, -delta)
-        here = (-delta, measured)
-        saving = _next_saving(last, here, target_ms, over, under)
+        here = (-delta, math.log(measured))
+        saving = _next_saving(last, here, goal, over, under)
         last = here
     return best
 
@@ -177,20 +178,21 @@ def allocate(
 def _next_saving(
     last: tuple[float, float],
     here: tuple[float, float],
-    target_ms: float,
+    goal: float,
     over: float,
     under: float,
 ) -> float:
-    """The predicted saving to ask for next: along the secant of (predicted saving, measured
-    latency) through the last two points, kept strictly inside the bracket of savings known
-    too small (``over``) and large enough (``under``): their midpoint when it falls outside."""
+    """The predicted log saving to ask for next: along the secant of (predicted log saving,
+    measured log latency) through the last two points toward ``goal`` (the target's log),
+    kept strictly inside the bracket of savings known too small (``over``) and large enough
+    (``under``): their midpoint when it falls outside."""
     slope = (here[1] - last[1]) / (here[0] - last[0]) if here[0] != last[0] else 0.0
-    guess = here[0] + (target_ms - here[1]) / slope if slope < 0 else math.nan
+    guess = here[0] + (goal - here[1]) / slope if slope < 0 else math.nan
     if math.isfinite(over) and math.isfinite(under):
         inside = over < guess < under
         return guess if inside else (over + under) / 2
     if math.isnan(guess):  # no slope yet: ask for more saving, or less
-        return here[0] * (1.5 if here[1] > target_ms else 0.8) + 1e-9
+        return here[0] * (1.5 if here[1] > goal else 0.8) + 1e-9
     return guess
 
 
@@ -199,13 +201,12 @@ def floor(
     space: Space,
     latency: Latency,
     *,
-    reference_ms: float,
     fixed: dict[str, Any] | None = None,
 ) -> Allocation:
     """Every profiled knob at its largest predicted saving, measured: the fastest plan an
     allocation can reach (its ``target_ms`` is its own latency)."""
     knobs = {k.name: k for k in space.knobs()}
-    chosen, _, damage = choose(options(profile, knobs, reference_ms), 1e12)
+    chosen, _, damage = choose(options(profile, knobs), 1e12)
     params = {**profile.base_params, **(fixed or {}), **chosen}
     measured = latency(replay(space, params))
     return Allocation(params, measured, damage, measured)

@@ -178,12 +178,7 @@ class Allocate(Strategy):
         if stored is not None:
             return dict(stored)
         target = context.budget_ms * self.SAFETY
-        lowest = floor(
-            self.profile(context),
-            context.space,
-            context.latency,
-            reference_ms=context.reference_ms,
-        )
+        lowest = floor(self.profile(context), context.space, context.latency)
         reach = lowest.latency_ms * self.FLOOR_SLACK <= target
         if reach:
             least = lowest.latency_ms * self.FLOOR_SLACK / target

@@ -106,7 +106,7 @@ def test_unreachable_budget_gives_nothing() -> None:
 
 
 def test_multiplier_trades_damage_for_latency_monotonically() -> None:
-    opts = options(_profile(), {k.name: k for k in _space().knobs()}, REFERENCE_MS)
+    opts = options(_profile(), {k.name: k for k in _space().knobs()})
     deltas = [choose(opts, multiplier(opts, d))[1] for d in (-0.1, -0.3, -0.5)]
     assert deltas[0] <= -0.1 and deltas[1] <= -0.3 and deltas[2] <= -0.5
     damages = [choose(opts, multiplier(opts, d))[2] for d in (-0.1, -0.3, -0.5)]
@@ -123,7 +123,7 @@ def test_precision_kept_at_the_base_when_asked() -> None:
 
 def test_floor_is_the_fastest_plan_an_allocation_reaches() -> None:
     space, profile = _space(), _profile()
-    lowest = floor(profile, space, latency, reference_ms=REFERENCE_MS)
+    lowest = floor(profile, space, latency)
     fastest = latency(space.sample(_fixed({**{n: 0.9 for n in COST}, "bits.a": 0})))
     assert lowest.latency_ms == pytest.approx(fastest)
     assert {lowest.params[n] for n in COST} == {0.9} and lowest.params["bits.a"] == 0
