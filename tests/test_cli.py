@@ -112,6 +112,8 @@ def test_search_front_export_and_the_infeasible_case(
         "0.5",
         "--trials",
         "3",
+        "--strategy",
+        "tpe",
         "--storage",
         db,
         "--no-progress",

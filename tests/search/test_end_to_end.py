@@ -86,7 +86,9 @@ def test_search_front_export(tiny, workdir: Path) -> None:  # type: ignore[no-un
 
 
 def test_export_refuses_a_model_that_does_not_reproduce(tiny, workdir: Path) -> None:  # type: ignore[no-untyped-def]
-    search(tiny, trials=2, speedup=0.5, storage="sqlite:///tamper.db", progress=False)
+    search(
+        tiny, trials=2, speedup=0.5, storage="sqlite:///tamper.db", progress=False, strategy="tpe"
+    )
     result = open_result("tiny", "sqlite:///tamper.db")
     # the data changed since the search: other validation samples
     g = torch.Generator().manual_seed(5)

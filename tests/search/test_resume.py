@@ -54,7 +54,7 @@ def test_resume_refuses_a_changed_space_or_budget(tiny, workdir: Path) -> None: 
     from dataclasses import replace
 
     storage = "sqlite:///changed.db"
-    search(tiny, trials=2, speedup=1.0, storage=storage, progress=False)
+    search(tiny, trials=2, speedup=1.0, storage=storage, progress=False, strategy="tpe")
     with pytest.raises(EdgeCompressError) as err:
         search(replace(tiny, exclude=("conv1",)), trials=3, storage=storage, progress=False)
     assert "knob removed: prune.conv1" in str(err.value)
@@ -108,6 +108,8 @@ def test_a_killed_search_is_recovered(workdir: Path) -> None:
             "0.5",
             "--trials",
             "6",  # the retry is queued after the baselines and the three uniform seeds
+            "--strategy",
+            "tpe",
             "--storage",
             storage,
             "--no-progress",

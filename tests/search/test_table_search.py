@@ -178,7 +178,13 @@ def test_a_resumed_study_keeps_its_latency_source_and_its_correction_does_not_co
 ) -> None:
     here = describe_device()["cpu_model"]  # a table "of this machine": live latency allowed
     _device(kernels_of_tiny, workdir, "local-cpu", 1.0, here)
-    kw = {"speedup": 1.2, "storage": "sqlite:///c.db", "progress": False, "targets": "targets"}
+    kw = {
+        "speedup": 1.2,
+        "storage": "sqlite:///c.db",
+        "progress": False,
+        "targets": "targets",
+        "strategy": "tpe",
+    }
     first = search(tiny, trials=2, **kw)  # type: ignore[arg-type]
     assert first.meta["costing"]["latency"] == "live"
     record = first.meta["residuals"]
