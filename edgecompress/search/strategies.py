@@ -129,6 +129,7 @@ class Allocate(Strategy):
     MOST_RUNGS = 4
     FLOOR_SLACK = 1.08  # the floor rung aims this far above the floor: the least damage near it
     STARTUP = 4  # random refinements before the inner TPE models them
+    REFINE_TRIES = 3  # refinement settings tried for one proposal before the sampler chooses
     # targets sit this far inside their budget: the trained model is measured again, and two
     # measurements of one model differ by a few percent here
     SAFETY = 0.95
@@ -160,7 +161,7 @@ class Allocate(Strategy):
         }
         ladder = self.ladder(study, context)
         missed = set(ladder.get("missed", []))
-        schedule = self._schedule(ladder)
+        schedule = self._schedule(ladder, context.space)
         for label, settings in schedule:
             if label not in proposed and label not in missed:
                 found = self._proposal(label, settings, context, ladder)
@@ -179,9 +180,9 @@ class Allocate(Strategy):
             return dict(stored)
         target = context.budget_ms * self.SAFETY
         lowest = floor(self.profile(context), context.space, context.latency)
-        reach = lowest.latency_ms * self.FLOOR_SLACK <= target
+        reach = lowest.latency_ms <= target  # one measurement near the floor: no slack here
         if reach:
-            least = lowest.latency_ms * self.FLOOR_SLACK / target
+            least = min(1.0, lowest.latency_ms * self.FLOOR_SLACK / target)
         elif context.fastest_ms > 0:  # students and factorization only: the space's floor
             least = min(1.0, context.fastest_ms * self.FLOOR_SLACK / target)
         else:  # the space's floor is not known: no ladder
@@ -194,11 +195,15 @@ class Allocate(Strategy):
         study.set_user_attr(LADDER_ATTR, ladder)
         return ladder
 
-    def _schedule(self, ladder: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    def _schedule(self, ladder: dict[str, Any], space: Space) -> list[tuple[str, dict[str, Any]]]:
         aims = list(ladder["aims"])
-        if not ladder["reach"]:
-            return [("compressed at budget", {"level": True, "aim": 1.0})] + [
-                (f"compressed at {aim:g} x budget", {"level": True, "aim": aim}) for aim in aims
+        if not ladder["reach"]:  # without factorizing first (it is slower on some CPUs), then with
+            plain = {"level": True, "weight.rank": 0.0}
+            level = [("compressed at budget", {**plain, "aim": 1.0})]
+            if any(k.section == "rank" and k.fastest is not None for k in space.knobs()):
+                level.append(("compressed and factorized at budget", {"level": True, "aim": 1.0}))
+            return level + [
+                (f"compressed at {aim:g} x budget", {**plain, "aim": aim}) for aim in aims
             ]
         steps: list[tuple[str, dict[str, Any]]] = [
             ("uniform at budget", {"uniform": True, "aim": 1.0}),
@@ -261,16 +266,20 @@ class Allocate(Strategy):
     ) -> Proposal | None:
         """The next refinement (``count`` so far), from the inner TPE over the allocation's
         parameters; at the budget when its aim is out of reach; None (the sampler chooses)
-        when nothing is found there either."""
+        when ``REFINE_TRIES`` settings found nothing there either."""
         level = not ladder["reach"]
         inner = _inner_study(study, context.space, self.STARTUP, self.seed + count, level)
-        trial = inner.ask()
-        settings = _suggest(trial, context.space, level)
         label = f"refinement {count + 1}"
-        found = self._proposal(label, settings, context, ladder)
-        if found is None and settings["aim"] < 1.0:  # the aim is out of reach: at the budget
-            found = self._proposal(label, {**settings, "aim": 1.0}, context, ladder)
-        return found
+        for _ in range(self.REFINE_TRIES):  # the next suggestions, before the sampler chooses
+            trial = inner.ask()
+            settings = _suggest(trial, context.space, level)
+            found = self._proposal(label, settings, context, ladder)
+            if found is None and settings["aim"] < 1.0:  # the aim is out of reach: at the budget
+                found = self._proposal(label, {**settings, "aim": 1.0}, context, ladder)
+            if found is not None:
+                return found
+            inner.tell(trial, state=TrialState.FAIL)
+        return None
 
 
 LADDER_ATTR = "allocation_ladder"  # the study attribute holding Allocate's targets

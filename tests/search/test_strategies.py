@@ -292,9 +292,11 @@ def test_allocate_beyond_the_profiled_floor_compresses_every_section() -> None:
     # pruning alone reaches 0.15 (width 1); the students reach 0.075
     context = _context(space, _shrinking, budget_ms=0.12, fastest_ms=0.075)
     study = optuna.create_study(directions=["maximize", "minimize"])
-    records = _run_schedule(strategy, study, context, 3)
+    records = _run_schedule(strategy, study, context, 3)  # the schedule, then a refinement
     assert not study.user_attrs[LADDER_ATTR]["reach"]
     assert records[0]["label"] == "compressed at budget"
+    assert records[0]["untrained_latency_ms"] > 0
+    assert records[-1]["label"] == "refinement 1"
     for r in records:
         assert r["untrained_latency_ms"] <= r["target_ms"] <= 0.12 * Allocate.SAFETY + 1e-12
         assert r["settings"]["level"] is True and r["predicted_damage"] is None
