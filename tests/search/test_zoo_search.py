@@ -75,10 +75,12 @@ def test_joint_search_on_every_model(name: str, workdir: Path) -> None:
     assert logits.shape == (3, 4)
 
 
-@pytest.mark.parametrize("name", sorted(ZOO))
-def test_allocation_strategy_on_every_model(name: str, workdir: Path) -> None:
-    """The default strategy profiles each model (residual additions, concatenations, depthwise
-    blocks, attention) and proposes plans measured within the budget before training."""
+# the structures an allocation is likeliest to break on (a profile and its measured allocations
+# cost about 3 minutes a model here; every model runs the tpe search above)
+@pytest.mark.parametrize("name", ["residual_cnn", "transformer"])
+def test_allocation_strategy_on_residuals_and_attention(name: str, workdir: Path) -> None:
+    """The default strategy profiles a model with residual additions, and one with attention,
+    and proposes plans measured within the budget before training."""
     experiment = _experiment(name)
     result = search(experiment, trials=4, speedup=0.8, storage="sqlite:///alloc.db", progress=False)
     assert len(result.trials) == 4 and result.failed == 0
