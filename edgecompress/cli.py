@@ -286,6 +286,16 @@ def _profile(args: argparse.Namespace) -> int:
         f"{frame.attrs['reference_ms']:.4f} ms). damage: KL divergence from the teacher's "
         "outputs without fine-tuning; saved: latency saved against the base plan"
     )
+    bases = frame.attrs.get("bases", ())
+    if len(bases) > 1:
+        print(
+            "the base was chosen among these precisions and channel alignments (round_to), by "
+            "the speedup of their uniform plans at no pruning, half and the most:"
+        )
+        for b in bases:
+            speedups = ", ".join(f"{1 / r:.2f}x" for r in b["ratios"])
+            chosen = "  <- chosen" if b["chosen"] else ""
+            print(f"  {b['precision']:>7} round_to {b['round_to']!s:>4}: {speedups}{chosen}")
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     return 0
 

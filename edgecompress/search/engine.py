@@ -251,7 +251,9 @@ def _start(strategy: Strategy, ledger: Ledger, progress: bool) -> None:
 def profile_report(experiment: Experiment, *, progress: bool = True) -> pd.DataFrame:
     """The experiment's sensitivity profile on its target, measured here (or from the cache):
     one row per knob and value, with the damage (KL from the teacher's outputs, untrained) and
-    the latency it saves against the base plan (``saved_ms``, ``saved_pct``)."""
+    the latency it saves against the base plan (``saved_ms``, ``saved_pct``). ``attrs``:
+    ``reference_ms``, ``base_ms``, and ``bases``, the precisions and alignments the base was
+    chosen among, with their measured latency ratios."""
     reference = checked_reference(experiment)
     space = space_of(experiment, reference)
     with CpuGate().measure():
@@ -263,7 +265,9 @@ def profile_report(experiment: Experiment, *, progress: bool = True) -> pd.DataF
         found = sensitivity(experiment, space, probe, progress=step)
     frame = pd.DataFrame(found.rows(reference_ms))
     frame["saved_pct"] = 100 * frame["saved_ms"] / (found.base_ratio * reference_ms)
-    frame.attrs.update(reference_ms=reference_ms, base_ms=found.base_ratio * reference_ms)
+    frame.attrs.update(
+        reference_ms=reference_ms, base_ms=found.base_ratio * reference_ms, bases=found.bases
+    )
     return frame
 
 

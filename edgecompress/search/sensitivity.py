@@ -2,8 +2,13 @@
 
 Computed once per model, space, target and latency source, and cached (``$EDGECOMPRESS_CACHE``):
 
-- **base**: the plan every profile point starts from: the int8 baseline where the space has
-  precision knobs and it measures faster than the teacher, else the teacher;
+- **base**: the plan every profile point starts from: the precision (the teacher's, or int8
+  where the space has precision knobs) and the channel alignment (``method.round_to``) whose
+  uniform plans measure fastest here, at no pruning, half and the most (``BASE_LEVELS``): on a
+  2-D network whose depthwise convolutions leave the runtime's fast blocked-layout kernels at
+  odd widths, a third of the channels pruned measured 0.44x the teacher's speed at any width and
+  1.9x rounded to 16, and int8 was slower than fp32 at every ratio; on the 1-D examples int8
+  pays and the alignment hardly matters. Every allocation is built on this base;
 - **prune**: each channel group alone at a ladder of ratios (``LEVELS``, up to the knob's most),
   on top of the base. Its *damage* is the KL divergence from the teacher's outputs to the pruned
   model's, in PyTorch, after the batch-norm statistics are re-estimated on training data (no
@@ -38,12 +43,14 @@ from edgecompress.evaluators.runtime import session
 from edgecompress.experiment import Experiment
 from edgecompress.plan import Plan
 from edgecompress.search.probe import LatencyProbe
-from edgecompress.spaces import Knob, Space, baseline_params, describe, replay
+from edgecompress.spaces import Knob, Space, baseline_params, describe, on_grid, replay
 from edgecompress.targets import describe_device
 
 LEVELS = (0.25, 0.5, 0.75, 0.9)
+BASE_LEVELS = (0.5, 1.0)  # uniform pruning levels (shares of each knob's most) a base is timed at
+ALIGNMENT_TIE = 0.03  # alignments within this (mean log latency) of the fastest: the finest
 SAMPLES = 512
-VERSION = 1
+VERSION = 2  # v2: the base's alignment and precision chosen at pruned levels too
 
 Progress = Callable[[str], None]
 
@@ -66,6 +73,8 @@ class Sensitivity:
     base_ratio: float
     prune: dict[str, tuple[Point, ...]]
     bits: dict[str, tuple[Point, ...]]
+    # the bases measured: precision, alignment, latency ratio at each of BASE_LEVELS' levels
+    bases: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,6 +90,7 @@ class Sensitivity:
             base_ratio=float(data["base_ratio"]),
             prune=points(data["prune"]),
             bits=points(data["bits"]),
+            bases=tuple(dict(b) for b in data.get("bases", ())),
         )
 
     def rows(self, reference_ms: float) -> list[dict[str, Any]]:
@@ -149,23 +159,61 @@ class _Profiler:
     ) -> None:
         self.experiment, self.space, self.probe, self.progress = experiment, space, probe, progress
         self.knobs = {k.name: k for k in space.knobs()}
-        self.base = self._base()
+        self.base, self.bases = self._base()
         x, _ = experiment.task.arrays("train")
         self.x = x[:SAMPLES]
         self.teacher = experiment.model().eval()
         with torch.no_grad():
             self.teacher_logits = self.teacher(torch.from_numpy(self.x))
 
-    def _base(self) -> dict[str, Any]:
-        """The int8 baseline where the space has precision knobs and it is faster than the
-        teacher here (int8 is slower for some models on some CPUs), else the teacher."""
-        teacher = baseline_params(self.space, "teacher")
-        if not any(k.section == "bits" and k.kind != "fixed" for k in self.knobs.values()):
-            return teacher
-        int8 = baseline_params(self.space, "int8")
-        self.progress("int8 or fp32")
-        faster = self.probe(replay(self.space, int8)) < self.probe(replay(self.space, teacher))
-        return int8 if faster else teacher
+    def _base(self) -> tuple[dict[str, Any], tuple[dict[str, Any], ...]]:
+        """The precision and channel alignment whose uniform plans are fastest here (see the
+        module docstring), and what each candidate measured."""
+        precisions = {"teacher": baseline_params(self.space, "teacher")}
+        if any(k.section == "bits" and k.kind != "fixed" for k in self.knobs.values()):
+            precisions["int8"] = baseline_params(self.space, "int8")
+        align = self.knobs.get("method.round_to")
+        prune = [k for k in self.knobs.values() if k.section == "prune" and k.kind == "float"]
+        alignments = (
+            [None] if align is None or align.kind == "fixed" or not prune else list(align.choices)
+        )
+        measured: list[dict[str, Any]] = []
+        for precision, params in precisions.items():
+            self.progress(f"base: {precision}")
+            unpruned = self.probe(replay(self.space, params)) / self.probe.reference_ms
+            for alignment in alignments:
+                at = (
+                    {}
+                    if align is None or alignment is None
+                    else {align.name: align.param(alignment)}
+                )
+                ratios = [unpruned]
+                for level in BASE_LEVELS if prune else ():
+                    self.progress(f"base: {precision}, round_to {alignment}, at {level:g}")
+                    pruned = {k.name: on_grid(k, level) for k in prune if k.fastest is not None}
+                    plan = replay(self.space, {**params, **at, **pruned})
+                    ratios.append(self.probe(plan) / self.probe.reference_ms)
+                score = float(np.mean(np.log(ratios)))
+                measured.append(
+                    {
+                        "precision": precision,
+                        "round_to": alignment,
+                        "ratios": ratios,
+                        "score": score,
+                        "params": {**params, **at},
+                    }
+                )
+        best = min(m["score"] for m in measured)
+        close = [m for m in measured if m["score"] <= best + ALIGNMENT_TIE]
+        # among near-ties, the precision of the fastest and the finest alignment (more choice)
+        fastest = min(measured, key=lambda m: m["score"])
+        same = [m for m in close if m["precision"] == fastest["precision"]]
+        chosen = min(same, key=lambda m: (m["round_to"] or 0, m["score"]))
+        bases = tuple(
+            {k: v for k, v in m.items() if k != "params"} | {"chosen": m is chosen}
+            for m in measured
+        )
+        return dict(chosen["params"]), bases
 
     def plan(self, changes: dict[str, Any]) -> Plan:
         return replay(self.space, {**self.base, **changes})
@@ -186,7 +234,7 @@ class _Profiler:
             for name, knob in self.knobs.items()
             if knob.section == "bits" and knob.kind == "ordinal"
         }
-        return Sensitivity(self.base, base_damage, base_ratio, prune, bits)
+        return Sensitivity(self.base, base_damage, base_ratio, prune, bits, self.bases)
 
     def pruned(self, name: str, level: float) -> Point:
         """The group pruned alone: damage in PyTorch (batch norms re-estimated), latency of the

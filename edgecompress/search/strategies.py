@@ -268,7 +268,8 @@ class Allocate(Strategy):
         parameters; at the budget when its aim is out of reach; None (the sampler chooses)
         when ``REFINE_TRIES`` settings found nothing there either."""
         level = not ladder["reach"]
-        inner = _inner_study(study, context.space, self.STARTUP, self.seed + count, level)
+        base = self.profile(context).base_params
+        inner = _inner_study(study, context.space, base, self.STARTUP, self.seed + count, level)
         label = f"refinement {count + 1}"
         for _ in range(self.REFINE_TRIES):  # the next suggestions, before the sampler chooses
             trial = inner.ask()
@@ -319,10 +320,16 @@ def _suggest(trial: optuna.Trial, space: Space, level: bool = False) -> dict[str
 
 
 def _inner_study(
-    study: optuna.Study, space: Space, startup: int, seed: int, level: bool = False
+    study: optuna.Study,
+    space: Space,
+    base: dict[str, Any],
+    startup: int,
+    seed: int,
+    level: bool = False,
 ) -> optuna.Study:
     """An in-memory study over the refinement's parameters, holding every finished
-    allocation of ``study`` with its accuracy and latency: its TPE proposes the next."""
+    allocation of ``study`` with its accuracy and latency: its TPE proposes the next.
+    ``base``: the profile's base plan, whose values the schedule's allocations kept."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
@@ -336,7 +343,7 @@ def _inner_study(
             continue
         if bool(record["settings"].get("level")) != level:
             continue
-        full = {**_defaults(space), **record["settings"]}
+        full = {**_defaults(space, base), **record["settings"]}
         params = {k: full[k] for k in distributions if k in full}
         values = [_finite(t.user_attrs.get(m)) for m in ("accuracy", "latency_ms")]
         if len(params) != len(distributions) or None in values:
@@ -351,12 +358,14 @@ def _inner_study(
     return inner
 
 
-def _defaults(space: Space) -> dict[str, Any]:
-    """The refinement parameters of the schedule's own allocations."""
+def _defaults(space: Space, base: dict[str, Any]) -> dict[str, Any]:
+    """The refinement parameters of the schedule's own allocations (built on ``base``)."""
     defaults: dict[str, Any] = {"aim": 1.0, "gamma": 1.0, "precision": True}
     defaults.update({f"weight.{s}": 1.0 for s in LEVEL_SECTIONS})
     for knob in _refinement_knobs(space):
-        if knob.identity is not None:
+        if knob.name in base:
+            defaults[knob.name] = base[knob.name]
+        elif knob.identity is not None:
             defaults[knob.name] = knob.param(knob.identity)
     return defaults
 

@@ -83,3 +83,48 @@ def test_levels_stop_at_the_knobs_most() -> None:
 
     knob = Knob(name="prune.x", kind="float", low=0.0, high=0.6, step=0.05, identity=0.0)
     assert prune_levels(knob) == [0.25, 0.5, 0.6]
+
+
+@dataclass
+class AlignedProbe(LatencyProbe):
+    """A runtime like the one a 2-D MobileNet met here: pruned widths run fast only when
+    aligned to 16 channels (unaligned, pruning even slows the model down), and int8 is slower
+    than fp32 at every ratio."""
+
+    def _latency_ms(self, plan: Plan) -> float:
+        pruned = sum(plan.numbers("prune").values())
+        int8 = sum(1 for k, v in plan.items() if k.startswith("bits.") and v == 8)
+        aligned = plan.get("method.round_to", 1) == 16
+        speed = (1.0 - 0.3 * pruned) if aligned else (1.0 + 0.2 * pruned)
+        return self.reference_ms * speed * (1.0 + 0.1 * int8)
+
+
+def test_the_base_takes_the_alignment_and_precision_measured_fastest(tiny) -> None:  # type: ignore[no-untyped-def]
+    from edgecompress.search.allocation import floor
+
+    experiment, space, reference = _setup(tiny)
+    probe = AlignedProbe(experiment, reference, 1.0)
+    profile = sensitivity(experiment, space, probe, cache=False)
+    knobs = {k.name: k for k in space.knobs()}
+    align = knobs["method.round_to"]
+    assert align.choices[profile.base_params["method.round_to"]] == 16
+    assert all(knobs[k].choices[profile.base_params[k]] == 32 for k in profile.bits)  # fp32
+    # every candidate was measured, and the chosen one is recorded as such
+    assert len(profile.bases) == 2 * len(align.choices)
+    assert [(b["precision"], b["round_to"]) for b in profile.bases if b["chosen"]] == [
+        ("teacher", 16)
+    ]
+    # the profile's pruning points are aligned, so they save latency instead of costing it
+    assert all(p.ratio < profile.base_ratio for pts in profile.prune.values() for p in pts)
+    # and the allocations built on the base keep it: the fastest plan is fp32, aligned
+    lowest = floor(profile, space, probe)
+    assert align.choices[lowest.params["method.round_to"]] == 16
+    assert lowest.latency_ms < profile.base_ratio * probe.reference_ms
+
+
+def test_an_alignment_that_changes_nothing_leaves_the_finest(tiny) -> None:  # type: ignore[no-untyped-def]
+    experiment, space, reference = _setup(tiny)
+    profile = sensitivity(experiment, space, FakeProbe(experiment, reference, 1.0), cache=False)
+    knobs = {k.name: k for k in space.knobs()}
+    assert knobs["method.round_to"].choices[profile.base_params["method.round_to"]] == 1
+    assert {b["precision"] for b in profile.bases if b["chosen"]} == {"int8"}
