@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
+import torch_pruning as tp
 from torch import nn
 
 WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
@@ -25,3 +29,13 @@ def weights_read_directly(model: nn.Module) -> list[str]:
                 if isinstance(module, WEIGHT_LAYERS) and path not in found:
                     found.append(path)
     return found
+
+
+def dependency_graph(model: nn.Module, example_input: Any) -> tp.DependencyGraph:
+    """torch-pruning's dependency graph of ``model``, without its "Unwrapped parameters
+    detected" warning, which was printed on every trial through the progress bar: parameters
+    outside a layer (a positional embedding, a class token) are pruned along the dimension
+    torch-pruning infers for them (the test zoo's transformer's narrows with its width)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example_input)

@@ -133,6 +133,19 @@ def test_transformer_prunes_ffn_hidden_and_model_width() -> None:
     assert isinstance(untouched, EncoderLayer) and untouched.attn.embed_dim == 32
 
 
+def test_a_parameter_outside_layers_prints_no_warning() -> None:
+    """torch-pruning warns about the positional parameter on every graph it builds; it was
+    printed on every trial, through the progress bar."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, pruned, _ = _half_of_every_group("transformer")
+        channel_groups(ZOO["transformer"]().eval(), EXAMPLE_INPUTS["transformer"], exclude=())
+    assert isinstance(pruned, TinyTransformer) and pruned.pos.shape == (1, 8, 16)
+    assert not [w for w in caught if "Unwrapped parameters" in str(w.message)]
+
+
 @pytest.mark.parametrize("ratio", [0.1, 0.2, 0.3])
 def test_transformer_width_stays_a_multiple_of_the_heads(ratio: float) -> None:
     # torch-pruning 1.6.1 alone would prune embed_dim 32 -> 29 at 0.1, which 4 heads do not

@@ -29,6 +29,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from edgecompress.modules import dependency_graph
 from edgecompress.plan import InvalidPlan, Plan
 
 Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
@@ -65,7 +66,7 @@ class ChannelPruner:
         bad = {k: r for k, r in ratios.items() if not 0.0 <= r < 1.0}
         if bad:
             raise InvalidPlan(f"prune: ratios must lie in [0, 1), got {bad}")
-        graph = tp.DependencyGraph().build_dependency(model, example_inputs=self.example_input)
+        graph = dependency_graph(model, self.example_input)
         if criterion == "taylor":
             self._accumulate_gradients(model)
         generator = torch.Generator().manual_seed(self.seed)

@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch_pruning as tp
 from torch import nn
 
-from edgecompress.modules import WEIGHT_LAYERS, weights_read_directly
+from edgecompress.modules import WEIGHT_LAYERS, dependency_graph, weights_read_directly
 from edgecompress.spaces.base import Skipped
 
 
@@ -44,7 +43,7 @@ def channel_groups(
     if missing:
         raise ValueError(f"exclude names layers the model does not have: {missing}")
     ignored = [modules[n] for n in exclude]
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+    graph = dependency_graph(model, example_input)
     order = {n: i for i, n in enumerate(modules)}
     groups = []
     for group in graph.get_all_groups(ignored_layers=ignored, root_module_types=WEIGHT_LAYERS):
