@@ -97,8 +97,9 @@ class Experiment:
         except Exception as exc:  # noqa: BLE001 - any failure here is the user's shape
             raise EdgeCompressError(
                 f"Experiment {self.name!r}: the model rejects the example input of shape "
-                f"{tuple(self.example_input.shape)} ({type(exc).__name__}: {exc}). Give "
-                "example_input the shape of one batch the model accepts, batch dimension first."
+                f"{tuple(self.example_input.shape)} and dtype {self.example_input.dtype} "
+                f"({type(exc).__name__}: {exc}). Give example_input the shape and dtype of one "
+                "batch the model accepts, batch dimension first (token ids: torch.int64)."
             ) from None
         if not isinstance(out, torch.Tensor) or out.dim() != 2:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -107,6 +108,27 @@ class Experiment:
                 f"(batch, classes); it returned {shape}."
             )
         self._check_student(tuple(out.shape))
+        self._check_data()
+
+    def _check_data(self) -> None:
+        """The task's inputs are integers where the example's are (token ids), floating point
+        where it is: one batch of the validation split, before any work."""
+        loader = getattr(self.task, "val", None)
+        if loader is None:
+            return
+        try:
+            x = next(iter(loader))[0]
+        except Exception:  # noqa: BLE001 - the task's own check reports its data
+            return
+        if not isinstance(x, torch.Tensor):
+            return
+        if x.dtype.is_floating_point != self.example_input.dtype.is_floating_point:
+            raise EdgeCompressError(
+                f"Experiment {self.name!r}: the task's validation inputs are {x.dtype}, the "
+                f"example input {self.example_input.dtype}; the model is measured and exported "
+                "on the example's dtype and evaluated on the data's. Make them agree (token ids: "
+                "both torch.int64)."
+            )
 
     def _check_student(self, shape: tuple[int, ...]) -> None:
         """The smallest and largest student of the family build and give the teacher's shape."""

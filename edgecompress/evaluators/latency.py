@@ -30,8 +30,11 @@ class Measurement:
 
 
 def input_for(example_input: Any, target: Target) -> np.ndarray:
-    """The example input with its batch dimension set to the target's batch size."""
-    x = np.asarray(example_input, dtype=np.float32)[:1]
+    """The example input with its batch dimension set to the target's batch size, in its own
+    dtype (token ids stay integers; floating point is fed as float32, what the export takes)."""
+    x = np.asarray(example_input)[:1]
+    if not np.issubdtype(x.dtype, np.integer) and x.dtype != np.bool_:
+        x = x.astype(np.float32)
     return np.ascontiguousarray(np.repeat(x, target.batch_size, axis=0))
 
 

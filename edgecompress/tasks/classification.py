@@ -113,7 +113,8 @@ class ClassificationTask:
     )
 
     def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        """The whole split as float32 inputs and int64 labels (cached), for ONNX Runtime."""
+        """The whole split as inputs (float32, or integers as given: token ids) and int64
+        labels (cached), for ONNX Runtime."""
         if split not in self._arrays:
             loader = {"train": self.train, "val": self.val, "test": self.test}[split]
             if loader is None:
@@ -121,8 +122,9 @@ class ClassificationTask:
             if hasattr(loader.dataset, "__len__"):  # a fixed order, whatever the loader shuffles
                 loader = DataLoader(loader.dataset, batch_size=256, shuffle=False)
             xs, ys = zip(*((x, y) for x, y in loader), strict=True)
+            x = torch.cat(xs).numpy()
             self._arrays[split] = (
-                torch.cat(xs).numpy().astype(np.float32),
+                x if np.issubdtype(x.dtype, np.integer) else x.astype(np.float32),
                 torch.cat(ys).numpy().astype(np.int64),
             )
         return self._arrays[split]

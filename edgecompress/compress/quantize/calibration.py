@@ -1,7 +1,8 @@
 """Calibration data for static quantization: checked before any calibration runs.
 
-A calibration source is a callable returning fresh batches: float32 arrays (fed to the model's
-single input) or ``{input name: array}`` dicts. ``calibration_batches`` takes the first
+A calibration source is a callable returning fresh batches: arrays (fed to the model's single
+input) or ``{input name: array}`` dicts, each in the dtype its input takes (float32, or int64
+token ids). ``calibration_batches`` takes the first
 ``samples`` samples of it, after checking every batch against the model's inputs.
 """
 
@@ -41,16 +42,26 @@ def model_inputs(model: onnx.ModelProto) -> dict[str, tuple[int | str, ...]]:
     return found
 
 
+def input_dtypes(model: onnx.ModelProto) -> dict[str, np.dtype]:
+    """``{name: numpy dtype}`` of the graph's real inputs."""
+    inits = {i.name for i in model.graph.initializer}
+    return {
+        v.name: np.dtype(onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type))
+        for v in model.graph.input
+        if v.name not in inits
+    }
+
+
 def calibration_batches(
     source: Source, model: onnx.ModelProto, samples: int
 ) -> list[dict[str, np.ndarray]]:
     """The first ``samples`` samples of ``source`` as input feeds, every batch checked first."""
     if samples < 1:
         raise CalibrationError(f"calibration samples must be >= 1, got {samples}")
-    inputs = model_inputs(model)
+    inputs, dtypes = model_inputs(model), input_dtypes(model)
     feeds, taken = [], 0
     for i, batch in enumerate(source()):
-        feed = _feed(batch, inputs, i)
+        feed = _feed(batch, inputs, dtypes, i)
         rows = min(samples - taken, len(next(iter(feed.values()))))
         feeds.append({k: v[:rows] for k, v in feed.items()})
         taken += rows
@@ -64,7 +75,12 @@ def calibration_batches(
     return feeds
 
 
-def _feed(batch: Any, inputs: dict[str, tuple[int | str, ...]], i: int) -> dict[str, np.ndarray]:
+def _feed(
+    batch: Any,
+    inputs: dict[str, tuple[int | str, ...]],
+    dtypes: dict[str, np.dtype],
+    i: int,
+) -> dict[str, np.ndarray]:
     if isinstance(batch, Mapping):
         feed = dict(batch)
     elif len(inputs) == 1:
@@ -79,19 +95,21 @@ def _feed(batch: Any, inputs: dict[str, tuple[int | str, ...]], i: int) -> dict[
             f"calibration batch {i}: expected inputs {sorted(inputs)}, got {sorted(feed)}"
         )
     for name, array in feed.items():
-        _check_array(name, array, inputs[name], i)
+        _check_array(name, array, inputs[name], dtypes[name], i)
     return {k: np.ascontiguousarray(v) for k, v in feed.items()}
 
 
-def _check_array(name: str, array: Any, shape: tuple[int | str, ...], i: int) -> None:
+def _check_array(
+    name: str, array: Any, shape: tuple[int | str, ...], dtype: np.dtype, i: int
+) -> None:
     if not isinstance(array, np.ndarray):
         raise CalibrationError(
             f"calibration batch {i}, input {name!r}: expected a numpy array, got "
             f"{type(array).__name__}"
         )
-    if array.dtype != np.float32:
+    if array.dtype != dtype:
         raise CalibrationError(
-            f"calibration batch {i}, input {name!r}: expected dtype float32, got {array.dtype}"
+            f"calibration batch {i}, input {name!r}: expected dtype {dtype}, got {array.dtype}"
         )
     fixed = all(isinstance(d, int) and d > 0 for d in shape[1:])
     if array.ndim != len(shape) or (fixed and tuple(array.shape[1:]) != tuple(shape[1:])):
