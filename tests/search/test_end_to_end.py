@@ -68,6 +68,9 @@ def test_search_front_export(tiny, workdir: Path) -> None:  # type: ignore[no-un
     assert saved["trial"] == number and saved["plan"] == recorded["plan"]
     assert saved["metrics"]["accuracy"] == recorded["accuracy"]
     assert saved["metrics"]["latency_ms_remeasured"] > 0
+    assert saved["metrics"]["speedup"] == pytest.approx(
+        result.meta["reference_latency_ms"] / recorded["latency_ms"]
+    )
     assert saved["target"]["threads"] == 1 and "cpu_model" in saved["target"]["searched_on"]
     assert isinstance(saved["target"]["searched_on"]["isa_flags"], list)
     assert set(saved["versions"]) >= {"torch", "onnxruntime", "optuna", "edgecompress"}
