@@ -242,8 +242,9 @@ def _export(args: argparse.Namespace) -> int:
     now = "from the target's table" if again is None else f"re-measured now: {again:.4f} ms"
     print(
         f"wrote {args.output} and its manifest: trial {manifest['trial']}, accuracy "
-        f"{m['accuracy']:.4f} ({test}; verified), latency {m['latency_ms']:.4f} ms ({now}), "
-        f"budget {manifest['budget_ms']:.4f} ms"
+        f"{m['accuracy']:.4f} ({test}; verified), latency {m['latency_ms']:.4f} ms, "
+        f"{m['speedup']:.1f}x the uncompressed model ({now}), budget "
+        f"{manifest['budget_ms']:.4f} ms"
     )
     return 0
 
@@ -266,7 +267,10 @@ def _space(args: argparse.Namespace) -> int:
                 for s in skipped
             ]
         )
-        print(f"\nleft alone ({len(skipped)}):")
+        print(
+            f"\nleft alone by one technique ({len(skipped)}; a layer left alone by one may be "
+            "another's knob above):"
+        )
         print(alone.to_string(index=False))
     return 0
 

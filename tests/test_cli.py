@@ -132,6 +132,7 @@ def test_search_front_export_and_the_infeasible_case(
     code, out, _ = _run(capsys, "export", "--storage", db, "--best", "-o", "out/best.onnx")
     assert code == 0 and (workdir / "out" / "best.onnx").exists()
     manifest = json.loads((workdir / "out" / "best.json").read_text())
+    assert f"{manifest['metrics']['speedup']:.1f}x the uncompressed model" in out
     assert manifest["trial"] == front[0]["trial"] and manifest["feasible"]
     # the recipe that made the deployed file travels with it
     recipe = manifest["quantization"]
