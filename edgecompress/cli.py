@@ -29,7 +29,7 @@ from edgecompress.search import (
     space_report,
 )
 from edgecompress.search.recost import recost
-from edgecompress.search.storage import open_storage, study_names
+from edgecompress.search.storage import open_storage, redacted, study_names
 from edgecompress.targets.profile import load_profile
 
 EXIT_BAD_INPUT, EXIT_TRIALS_FAILING = 2, 4
@@ -216,7 +216,7 @@ def _study_name(args: argparse.Namespace) -> str:
     if len(names) == 1:
         return names[0]
     raise EdgeCompressError(
-        f"pass --study: the storage {args.storage or DEFAULT_STORAGE!r} holds "
+        f"pass --study: the storage {redacted(args.storage or DEFAULT_STORAGE)!r} holds "
         f"{len(names)} studies ({', '.join(names) or 'none'})."
     )
 

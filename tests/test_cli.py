@@ -73,6 +73,15 @@ def test_storage_and_study_errors(workdir: Path, capsys: pytest.CaptureFixture[s
         capsys, "search", TINY, "--speedup", "2", "--trials", "2", "--storage", "nosuchdriver://x/y"
     )
     assert code == EXIT_BAD_INPUT and "cannot be opened" in err
+    # a storage password is never shown, whichever command names the storage
+    secret = "postgresql://alice:s3cr3tPW@127.0.0.1:1/db"
+    for argv in (
+        ("front", "--storage", secret),
+        ("search", TINY, "--speedup", "2", "--trials", "2", "--storage", secret),
+    ):
+        code, out, err = _run(capsys, *argv)
+        assert code == EXIT_BAD_INPUT and "cannot be opened" in err
+        assert "s3cr3tPW" not in out + err and "postgresql://alice:***@127.0.0.1:1/db" in err
     sqlite3.connect(workdir / "empty.db").close()
     code, _, err = _run(capsys, "front", "--study", "ghost", "--storage", "sqlite:///empty.db")
     assert code == EXIT_BAD_INPUT and "no study named 'ghost'" in err
@@ -96,8 +105,17 @@ def test_budget_arguments_and_unreachable_budget(
     )
     assert code == EXIT_BAD_INPUT
     assert "below what the search space can reach" in err and "most compressed plan measures" in err
+    assert not (workdir / "b.db").exists()  # the refused search left no storage file behind
     code, _, err = _run(capsys, "front", "--study", "tiny", "--storage", "sqlite:///b.db")
-    assert code == EXIT_BAD_INPUT and "Studies there: none" in err  # no study was created
+    assert code == EXIT_BAD_INPUT and "no such file" in err
+    # numbers that are not budgets: refused before any work (a NaN budget made a study that
+    # could never complete nor be resumed)
+    for flag, value in (("--budget-ms", "nan"), ("--budget-ms", "inf"), ("--speedup", "nan")):
+        code, _, err = _run(
+            capsys, "search", TINY, flag, value, "--trials", "2", "--storage", "sqlite:///b.db"
+        )
+        assert code == EXIT_BAD_INPUT and f"{flag} must be a finite number > 0" in err
+        assert not (workdir / "b.db").exists()
 
 
 def test_search_front_export_and_the_infeasible_case(

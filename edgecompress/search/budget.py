@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from edgecompress.errors import EdgeCompressError
@@ -9,6 +10,14 @@ from edgecompress.experiment import Experiment
 from edgecompress.plan import Plan
 from edgecompress.search.probe import LatencyProbe, Reference
 from edgecompress.spaces import Space, baseline_params, replay
+
+
+def check_budget_numbers(budget_ms: float | None, speedup: float | None) -> None:
+    """Each of the two that is given is a finite number > 0 (a NaN budget compares unequal to
+    everything: a study created with one could never be resumed or completed)."""
+    for flag, value in (("--budget-ms", budget_ms), ("--speedup", speedup)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise EdgeCompressError(f"{flag} must be a finite number > 0, got {value}")
 
 
 def resolve_budget(
@@ -20,13 +29,10 @@ def resolve_budget(
             "give the latency budget as exactly one of --budget-ms X (milliseconds on the "
             "target) or --speedup S (the uncompressed model's latency divided by S)."
         )
+    check_budget_numbers(budget_ms, speedup)
     if speedup is not None:
-        if speedup <= 0:
-            raise EdgeCompressError(f"--speedup must be > 0, got {speedup}")
         return reference_ms / speedup, speedup
     assert budget_ms is not None
-    if budget_ms <= 0:
-        raise EdgeCompressError(f"--budget-ms must be > 0, got {budget_ms}")
     return budget_ms, None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -20,6 +21,7 @@ from edgecompress.evaluators import measure_absolute_ms
 from edgecompress.experiment import Experiment
 from edgecompress.gate import CpuGate
 from edgecompress.search.budget import (
+    check_budget_numbers,
     check_reachable,
     extreme_plans,
     fastest_reachable_ms,
@@ -137,6 +139,8 @@ def open_ledger(
     strategy = strategy or strategy_named(None)
     space = space_of(experiment, reference)
     name = study or experiment.name
+    file = sqlite_path(storage or DEFAULT_STORAGE)
+    created = file is not None and not file.exists()
     store = open_storage(storage, must_exist=False)
     sig = signature(experiment, space)
     try:
@@ -157,10 +161,14 @@ def open_ledger(
         if asked_costing:
             check_costing(meta.get("costing"), costing, screen_asked)
     else:
-        meta = new_study_meta(
-            experiment, space, budget_ms, speedup, reference, storage, name, costing
-        )
-        create(store, name, experiment, {**meta, "signature": sig})
+        try:
+            meta = new_study_meta(
+                experiment, space, budget_ms, speedup, reference, storage, name, costing
+            )
+            create(store, name, experiment, {**meta, "signature": sig})
+        except EdgeCompressError:
+            _remove_if_empty(store, storage, created)
+            raise
     if max_drop is not None and meta.get("max_drop") != max_drop:  # the question may change
         study_now = optuna.load_study(study_name=name, storage=store)
         meta = {**study_now.user_attrs[META], "max_drop": max_drop}
@@ -183,6 +191,17 @@ def open_ledger(
         max_drop=meta.get("max_drop"),
     )
     return Ledger(loaded, space, experiment.objectives, strategy, context, experiment.seed)
+
+
+def _remove_if_empty(store: Any, storage: str | None, created: bool) -> None:
+    """A refused search leaves no storage behind: the SQLite file it created is removed when
+    it holds no study (another driver may have created one in it meanwhile)."""
+    file = sqlite_path(storage or DEFAULT_STORAGE)
+    if not created or file is None or store.get_all_studies():
+        return
+    with contextlib.suppress(Exception):
+        store.remove_session()
+    file.unlink(missing_ok=True)
 
 
 def new_study_meta(
@@ -327,6 +346,7 @@ def search(
             "workers import it themselves: load it with edgecompress.load_experiment(...), or "
             "use workers=1."
         )
+    check_budget_numbers(budget_ms, speedup)  # before any work
     chosen = strategy_named(strategy)
     reference = checked_reference(experiment)
     costing = costing_for(experiment, target, latency, screen, targets)

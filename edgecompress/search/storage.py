@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import optuna
@@ -13,6 +14,15 @@ DEFAULT_STORAGE = "sqlite:///edgecompress.db"
 META = "edgecompress"  # the study user attribute holding the study's settings
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+_PASSWORD = re.compile(r"(://[^:/@\s]*:)([^@\s]+)(@)")
+
+
+def redacted(text: str) -> str:
+    """``text`` with the password of every URL in it (``scheme://user:PASSWORD@host``) masked:
+    a storage URL is shown in errors, and its password must never be."""
+    return _PASSWORD.sub(r"\1***\3", text)
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -38,8 +48,12 @@ def open_storage(url: str | None, *, must_exist: bool) -> BaseStorage:
     try:
         return optuna.storages.get_storage(url)
     except Exception as exc:  # noqa: BLE001 - any driver error means the URL cannot be opened
+        shown = redacted(str(exc))
+        password = _PASSWORD.search(url)
+        if password:  # a driver may quote it alone
+            shown = shown.replace(password.group(2), "***")
         raise EdgeCompressError(
-            f"storage {url!r} cannot be opened ({type(exc).__name__}: {str(exc)[:200]}). "
+            f"storage {redacted(url)!r} cannot be opened ({type(exc).__name__}: {shown[:200]}). "
             "Give an Optuna storage URL such as sqlite:///study.db or "
             "postgresql://user@host/db, and check that the database is reachable."
         ) from None
@@ -60,7 +74,7 @@ def load_existing(name: str, storage: BaseStorage, url: str | None) -> optuna.St
     if name not in names:
         listed = ", ".join(names) if names else "none"
         raise EdgeCompressError(
-            f"no study named {name!r} in storage {url or DEFAULT_STORAGE!r}. "
+            f"no study named {name!r} in storage {redacted(url or DEFAULT_STORAGE)!r}. "
             f"Studies there: {listed}. Pass --study with one of them."
         )
     study = optuna.load_study(study_name=name, storage=storage)
