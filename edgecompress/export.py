@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,7 @@ def export(
     path = Path(path)
     if path.suffix != ".onnx":
         raise EdgeCompressError(f"export path {str(path)!r} must end in .onnx")
+    _check_writable(path)
     number = pick_trial(result, trial)
     record = result.records(result.trials[result.trials["trial"] == number])[0]
     with tempfile.TemporaryDirectory() as tmp:
@@ -67,11 +68,49 @@ def export(
             manifest["metrics"]["latency_ms_remeasured"] = _remeasure(experiment, result, model)
         elif remeasure:  # its latency is another device's, from that device's table
             manifest["metrics"]["latency_ms_remeasured"] = None
-        path.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(model, path)
-    path.with_suffix(".json").write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _replace(path, model.read_bytes())
+            _replace(
+                path.with_suffix(".json"),
+                (json.dumps(manifest, indent=2, allow_nan=False) + "\n").encode(),
+            )
+        except OSError as exc:
+            raise EdgeCompressError(
+                f"cannot write the export to {str(path)!r} ({exc.strerror or exc}); pass an "
+                "-o path in a folder you can write to."
+            ) from None
     session(path)  # the written file loads on its own
     return manifest
+
+
+def _check_writable(path: Path) -> None:
+    """The folder of ``path`` exists and is writable, or can be made so: checked before any
+    work (a parent that is a file, or a read-only file system, was a raw traceback)."""
+    folder = path.parent.absolute()
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise EdgeCompressError(
+            f"cannot write the export to {str(path)!r}: {str(folder)!r} is a file, not a folder; "
+            "pass another -o path."
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise EdgeCompressError(
+            f"cannot write the export to {str(path)!r}: the folder {str(folder)!r} is not "
+            "writable (read-only, or not yours); pass an -o path in a folder you can write to."
+        )
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """``path`` holds ``data``, written beside it first: an existing file is replaced whole or
+    not at all."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _verify(experiment: Experiment, model: Path, record: dict[str, Any]) -> None:

@@ -161,6 +161,11 @@ def test_search_front_export_and_the_infeasible_case(
     )
     code, _, err = _run(capsys, "export", "--storage", db, "--trial", "99", "-o", "x.onnx")
     assert code == EXIT_BAD_INPUT and "no completed trial 99" in err
+    # an -o under a path whose parent is a file: a clear error before any work, nothing touched
+    (workdir / "afile").write_text("mine")
+    code, _, err = _run(capsys, "export", "--storage", db, "--best", "-o", "afile/m.onnx")
+    assert code == EXIT_BAD_INPUT and "is a file, not a folder" in err
+    assert (workdir / "afile").read_text() == "mine"
 
     # a copy of the study under a budget nothing meets: distinct exit code, export --best refuses
     shutil.copy(workdir / "cli.db", workdir / "tight.db")
