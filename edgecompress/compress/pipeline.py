@@ -84,6 +84,22 @@ def finetune_settings(plan: Plan, default: FinetuneSettings) -> FinetuneSettings
         raise InvalidPlan(f"finetune: {exc}") from None
 
 
+def check_finite(model: nn.Module, task: ClassificationTask, samples: int = 64) -> None:
+    """The compressed model's outputs on the first training inputs are finite numbers: one
+    that outputs NaN or inf is refused here with the reason (it scored chance accuracy with
+    nothing said, or failed in int8 calibration with ONNX Runtime's "scale issue")."""
+    x, _ = task.arrays("train")
+    with torch.no_grad():
+        out = model.eval()(torch.from_numpy(x[:samples]))
+    bad = int((~torch.isfinite(out)).flatten(1).any(1).sum())
+    if bad:
+        raise InvalidPlan(
+            f"the compressed model outputs NaN or inf on {bad} of {len(out)} training inputs "
+            "(after fine-tuning, if the plan fine-tunes): the fine-tune diverged or the plan "
+            "broke the model. Lower the learning rate (FinetuneSettings.lr) or the compression."
+        )
+
+
 def l1_strength(plan: Plan) -> float:
     value = plan.get("method.l1_strength", 1e-5)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
@@ -273,6 +289,7 @@ def compress(
     steps.factorize()
     steps.sparsify()
     steps.finetune()
+    check_finite(steps.student, experiment.task)
     quantizer = OnnxQuantizer(experiment.task.calibration_batches, target=experiment.target)
     with gate():
         fp32 = export_onnx(steps.student.eval(), experiment.example_input, workdir / "fp32.onnx")

@@ -9,18 +9,27 @@ import numpy as np
 
 from edgecompress.compress import Candidate
 from edgecompress.evaluators.runtime import session
+from edgecompress.plan import InvalidPlan
 from edgecompress.tasks import ClassificationTask
 
 
 def onnx_accuracy(
     path: Path | bytes, x: np.ndarray, y: np.ndarray, *, threads: int = 1, batch_size: int = 256
 ) -> float:
+    """Top-1 accuracy of the ONNX model; outputs that are not finite numbers are refused
+    (``InvalidPlan``): argmax over NaN is chance accuracy, not a measurement."""
     sess = session(path, threads=threads)
     name = sess.get_inputs()[0].name
-    correct = 0
+    correct = bad = 0
     for start in range(0, len(x), batch_size):
         logits = sess.run(None, {name: x[start : start + batch_size]})[0]
+        bad += int((~np.isfinite(logits)).reshape(len(logits), -1).any(axis=1).sum())
         correct += int((logits.argmax(axis=1) == y[start : start + batch_size]).sum())
+    if bad:
+        raise InvalidPlan(
+            f"the deployed model outputs NaN or inf on {bad} of {len(x)} inputs in ONNX Runtime "
+            "(an overflow in a low precision, or a broken model): no accuracy is recorded."
+        )
     return correct / len(x)
 
 

@@ -76,3 +76,27 @@ def test_bad_settings_are_invalid_plans(tiny, tmp_path: Path) -> None:  # type: 
             Plan({"sparsity.fc": 0.5, "method.sparsity": "l1", "method.l1_strength": -1.0}),
             tmp_path,
         )
+
+
+def test_a_model_that_outputs_nan_is_refused_with_the_reason(tiny, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """NaN logits used to score chance accuracy with nothing said (and fail int8 calibration
+    with ONNX Runtime's "scale issue"): refused, in PyTorch and in ONNX Runtime."""
+    from dataclasses import replace
+
+    from edgecompress.compress import export_onnx
+    from edgecompress.evaluators import onnx_accuracy
+    from tests.tiny_experiment import trained_model
+
+    def broken() -> torch.nn.Module:
+        model = trained_model()
+        with torch.no_grad():
+            model.fc.bias[0] = float("nan")
+        return model
+
+    with pytest.raises(InvalidPlan, match="outputs NaN or inf on 64 of 64 training inputs"):
+        compress(replace(tiny, model=broken), Plan({"finetune.epochs": 0}), tmp_path)
+    path = export_onnx(broken(), tiny.example_input, tmp_path / "nan.onnx")
+    x, y = tiny.task.arrays("val")
+    with pytest.raises(InvalidPlan, match=f"NaN or inf on {len(x)} of {len(x)} inputs"):
+        onnx_accuracy(path, x, y)
+    assert onnx_accuracy(export_onnx(trained_model(), tiny.example_input, path), x, y) > 0.5
