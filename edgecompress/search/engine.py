@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -143,16 +144,25 @@ def open_ledger(
     created = file is not None and not file.exists()
     store = open_storage(storage, must_exist=False)
     sig = signature(experiment, space)
-    try:
-        existing: optuna.Study | None = optuna.load_study(study_name=name, storage=store)
-    except KeyError:
-        existing = None
-    if existing is not None:
-        if META not in existing.user_attrs:
-            raise EdgeCompressError(
-                f"study {name!r} exists but was not created by edgecompress; "
-                "pass another --study name."
+    existing = _settled(name, store)
+    if existing is None:
+        try:
+            meta = new_study_meta(
+                experiment, space, budget_ms, speedup, reference, storage, name, costing
             )
+            create(store, name, experiment, {**meta, "signature": sig})
+        except optuna.exceptions.DuplicatedStudyError:
+            # another driver created it since we looked: this one resumes it
+            existing = _settled(name, store)
+            if existing is None:
+                raise EdgeCompressError(
+                    f"study {name!r} was created and deleted by another driver while this one "
+                    "started; run again."
+                ) from None
+        except EdgeCompressError:
+            _remove_if_empty(store, storage, created)
+            raise
+    if existing is not None:
         meta = existing.user_attrs[META]
         wanted = None
         if budget_ms is not None or speedup is not None:
@@ -160,15 +170,6 @@ def open_ledger(
         check_resume(existing, sig, wanted)
         if asked_costing:
             check_costing(meta.get("costing"), costing, screen_asked)
-    else:
-        try:
-            meta = new_study_meta(
-                experiment, space, budget_ms, speedup, reference, storage, name, costing
-            )
-            create(store, name, experiment, {**meta, "signature": sig})
-        except EdgeCompressError:
-            _remove_if_empty(store, storage, created)
-            raise
     if max_drop is not None and meta.get("max_drop") != max_drop:  # the question may change
         study_now = optuna.load_study(study_name=name, storage=store)
         meta = {**study_now.user_attrs[META], "max_drop": max_drop}
@@ -191,6 +192,30 @@ def open_ledger(
         max_drop=meta.get("max_drop"),
     )
     return Ledger(loaded, space, experiment.objectives, strategy, context, experiment.seed)
+
+
+SETTLE_S = 10.0  # how long a study without trials may lack its settings: its creator's moment
+
+
+def _settled(name: str, store: Any) -> optuna.Study | None:
+    """The study named ``name`` with its edgecompress settings, or None if there is none. A
+    driver that created it a moment ago sets them just after creating it: a study without
+    settings and without trials is waited for, up to ``SETTLE_S``; one with trials but no
+    settings was not created by edgecompress."""
+    deadline = time.monotonic() + SETTLE_S
+    while True:
+        try:
+            study = optuna.load_study(study_name=name, storage=store)
+        except KeyError:
+            return None
+        if META in study.user_attrs:
+            return study
+        if study.get_trials(deepcopy=False) or time.monotonic() > deadline:
+            raise EdgeCompressError(
+                f"study {name!r} exists but was not created by edgecompress; "
+                "pass another --study name."
+            )
+        time.sleep(0.2)
 
 
 def _remove_if_empty(store: Any, storage: str | None, created: bool) -> None:

@@ -1,0 +1,63 @@
+"""Two drivers opening one new study: the one that loses the race to create it resumes it
+(it died with a raw DuplicatedStudyError, issue 15)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from edgecompress import EdgeCompressError
+from edgecompress.search import engine
+from edgecompress.search.storage import META, open_storage
+from edgecompress.search.trial import reference_of
+
+
+def test_the_driver_that_loses_the_race_to_create_resumes(tiny, workdir: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    real = engine.create
+    calls: list[str] = []
+
+    def another_driver_first(store, name, experiment, meta):  # type: ignore[no-untyped-def]
+        calls.append(name)
+        real(store, name, experiment, {**meta, "by": "the other driver"})
+        return real(store, name, experiment, meta)  # this driver's own create: it lost
+
+    monkeypatch.setattr(engine, "create", another_driver_first)
+    ledger = engine.open_ledger(
+        tiny,
+        storage="sqlite:///race.db",
+        study=None,
+        budget_ms=None,
+        speedup=0.5,
+        reference=reference_of(tiny),
+        strategy=engine.strategy_named("tpe"),
+    )
+    assert calls == ["tiny"]
+    assert ledger.study.user_attrs[META]["by"] == "the other driver"  # resumed, not recreated
+    assert len(optuna.get_all_study_names("sqlite:///race.db")) == 1
+
+
+def test_a_study_without_settings_is_waited_for_only_while_it_is_new(workdir: Path) -> None:
+    store = open_storage("sqlite:///w.db", must_exist=False)
+    study = optuna.create_study(study_name="s", storage=store)
+
+    def settle() -> None:  # its creator sets the settings a moment after creating it
+        time.sleep(0.5)
+        study.set_user_attr(META, {"budget_ms": 1.0})
+
+    thread = threading.Thread(target=settle)
+    thread.start()
+    found = engine._settled("s", store)
+    thread.join()
+    assert found is not None and found.user_attrs[META] == {"budget_ms": 1.0}
+    assert engine._settled("missing", store) is None
+    # a study with trials and no settings is someone else's: refused at once
+    other = optuna.create_study(study_name="theirs", storage=store)
+    other.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    started = time.monotonic()
+    with pytest.raises(EdgeCompressError, match="not created by edgecompress"):
+        engine._settled("theirs", store)
+    assert time.monotonic() - started < engine.SETTLE_S / 2
