@@ -6,9 +6,10 @@ Computed once per model, space, target and latency source, and cached (``$EDGECO
   where the space has precision knobs) and the channel alignment (``method.round_to``) whose
   uniform plans measure fastest here, at no pruning, half and the most (``BASE_LEVELS``): on a
   2-D network whose depthwise convolutions leave the runtime's fast blocked-layout kernels at
-  odd widths, a third of the channels pruned measured 0.44x the teacher's speed at any width and
-  1.9x rounded to 16, and int8 was slower than fp32 at every ratio; on the 1-D examples int8
-  pays and the alignment hardly matters. Every allocation is built on this base;
+  odd widths, 30% of every group's channels pruned measured 0.44x the teacher's speed with
+  widths as they fell and 1.9x with widths rounded to 16, and int8 was slower than fp32 at
+  every ratio; on the 1-D examples int8 pays and the alignment moves latency by a few percent.
+  Every allocation is built on this base;
 - **prune**: each channel group alone at a ladder of ratios (``LEVELS``, up to the knob's most),
   on top of the base. Its *damage* is the KL divergence from the teacher's outputs to the pruned
   model's, in PyTorch, after the batch-norm statistics are re-estimated on training data (no
