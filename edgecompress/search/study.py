@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,9 @@ def create(
         storage=storage,
         directions=experiment.directions(),  # type: ignore[arg-type]
     )
+    with warnings.catch_warnings():  # experimental in Optuna 5: its warning is no news to users
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(experiment.objectives))  # optuna-dashboard's labels
     meta = {**meta, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     study.set_user_attr(META, meta)
     return study

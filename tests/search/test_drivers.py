@@ -37,6 +37,7 @@ def test_the_driver_that_loses_the_race_to_create_resumes(tiny, workdir: Path, m
     )
     assert calls == ["tiny"]
     assert ledger.study.user_attrs[META]["by"] == "the other driver"  # resumed, not recreated
+    assert ledger.study.metric_names == list(tiny.objectives)  # optuna-dashboard's labels
     assert len(optuna.get_all_study_names("sqlite:///race.db")) == 1
 
 
