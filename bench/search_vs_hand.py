@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import statistics
 import time
 from dataclasses import replace
@@ -164,7 +165,11 @@ def hypervolume(rows: list[dict[str, Any]], teacher_acc: float) -> float:
 
 def run_arm(model: str, arm: str, seed: int, args: argparse.Namespace, work: Path) -> dict:
     experiment = replace(load_experiment(MODELS[model]), seed=seed)
-    storage = f"sqlite:///{work / f'{model}-{arm}-{seed}.db'}"
+    db = work / f"{model}-{arm}-{seed}.db"
+    # a fresh study: one left by an earlier run (of older code) would be resumed, not rerun
+    db.unlink(missing_ok=True)
+    shutil.rmtree(db.with_name(db.name + ".artifacts"), ignore_errors=True)
+    storage = f"sqlite:///{db}"
     strategy: str | Strategy = HandSweep(hand_ratios(args.trials - 2)) if arm == "hand" else arm
     started = time.time()
     search(
