@@ -39,7 +39,7 @@ def test_readme_api_snippet_runs(workdir: Path) -> None:
     scope: dict = {}
     exec(compile(_snippet(), "README.md", "exec"), scope)
     result = scope["result"]
-    assert len(result.trials) == 6
+    assert len(result.trials) == 4
     assert result.has_feasible
     assert (workdir / "out" / "my_model.onnx").exists()
     assert (workdir / "out" / "my_model.json").exists()
