@@ -111,8 +111,8 @@ class Experiment:
         self._check_data()
 
     def _check_data(self) -> None:
-        """The task's inputs are integers where the example's are (token ids), floating point
-        where it is: one batch of the validation split, before any work."""
+        """The task's inputs have the example's dtype (integers: exactly, token ids; floating
+        point: any, fed as float32): one batch of the validation split, before any work."""
         loader = getattr(self.task, "val", None)
         if loader is None:
             return
@@ -122,7 +122,8 @@ class Experiment:
             return
         if not isinstance(x, torch.Tensor):
             return
-        if x.dtype.is_floating_point != self.example_input.dtype.is_floating_point:
+        floats = x.dtype.is_floating_point and self.example_input.dtype.is_floating_point
+        if x.dtype != self.example_input.dtype and not floats:  # floats are fed as float32
             raise EdgeCompressError(
                 f"Experiment {self.name!r}: the task's validation inputs are {x.dtype}, the "
                 f"example input {self.example_input.dtype}; the model is measured and exported "

@@ -68,4 +68,8 @@ def test_inputs_of_the_wrong_dtype_are_refused_before_any_work(workdir: Path) ->
     mixed = replace(experiment, task=replace(experiment.task, val=val))
     with pytest.raises(EdgeCompressError, match="validation inputs are torch.float32, the example"):
         search(mixed, trials=3, speedup=0.5, storage="sqlite:///t.db", progress=False)
+    narrow = DataLoader(TensorDataset(x.int(), y), batch_size=8)  # int32 ids, an int64 example
+    other = replace(experiment, task=replace(experiment.task, val=narrow))
+    with pytest.raises(EdgeCompressError, match="validation inputs are torch.int32, the example"):
+        search(other, trials=3, speedup=0.5, storage="sqlite:///t.db", progress=False)
     assert not (workdir / "t.db").exists()  # nothing was created
