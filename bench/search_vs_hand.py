@@ -83,7 +83,9 @@ class HandSweep(Strategy):
                 params = baseline_params(context.space, "int8")
                 for k in context.space.knobs():
                     if k.section == "prune" and k.kind == "float":
-                        params[k.name] = min(r, float(k.high or 0.0))
+                        if r > float(k.high or 0.0) + 1e-9:  # never a ratio it does not run
+                            raise ValueError(f"{k.name} reaches {k.high}, the sweep asks {r}")
+                        params[k.name] = r
                 return Proposal(params, label, {"baseline": label})
         return None
 

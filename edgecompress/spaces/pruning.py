@@ -15,7 +15,7 @@ def channel_pruning(
     groups: list[ChannelGroup],
     *,
     low: float = 0.0,
-    high: float = 0.9,
+    high: float = 0.95,
     step: float = 0.05,
     criteria: tuple[str, ...] = ("l1",),
     round_to: tuple[int, ...] = (1,),

@@ -23,9 +23,9 @@ def test_search_front_export(tiny, workdir: Path) -> None:  # type: ignore[no-un
     baselines = set(result.trials["baseline"]) - {""}
     # the two baselines, then the TPE strategy's uniform seeds: one pruning ratio for every
     # group, in int8 (the allocation strategy's start is tested in test_strategies)
-    assert baselines == {"teacher", "int8", "uniform prune 0.45", "uniform prune 0.7"}
-    seed = result.trials.set_index("baseline").loc["uniform prune 0.7", "plan"]
-    assert {v for k, v in seed.items() if k.startswith("prune.")} == {0.7}
+    assert baselines == {"teacher", "int8", "uniform prune 0.45", "uniform prune 0.75"}
+    seed = result.trials.set_index("baseline").loc["uniform prune 0.75", "plan"]
+    assert {v for k, v in seed.items() if k.startswith("prune.")} == {0.75}
     assert {v for k, v in seed.items() if k.startswith("bits.")} == {8}
     teacher = result.trials.set_index("baseline").loc["teacher"]
     # the uncompressed teacher's plan is the identity, and it is ~1x the reference

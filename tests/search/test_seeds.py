@@ -30,14 +30,14 @@ def test_baselines_and_uniform_seeds(tiny) -> None:  # type: ignore[no-untyped-d
         "teacher",
         "int8",
         "uniform prune 0.45",
-        "uniform prune 0.7",
-        "uniform prune 0.9",
+        "uniform prune 0.75",
+        "uniform prune 0.95",
     ]
-    teacher, seed = plans["teacher"], plans["uniform prune 0.7"]
+    teacher, seed = plans["teacher"], plans["uniform prune 0.75"]
     assert all(v == 0.0 for k, v in teacher.items() if k.startswith("prune."))
     assert all(v == 32 for k, v in teacher.items() if k.startswith("bits."))
     assert all(v == 1.0 for k, v in teacher.items() if k.startswith("rank."))
-    assert {v for k, v in seed.items() if k.startswith("prune.")} == {0.7}
+    assert {v for k, v in seed.items() if k.startswith("prune.")} == {0.75}
     assert {v for k, v in seed.items() if k.startswith("bits.")} == {8}
     assert {v for k, v in seed.items() if k.startswith("rank.")} == {1.0}
     assert seed["method.round_to"] == 1 and seed["method.prune_criterion"] == "l1"
