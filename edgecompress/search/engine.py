@@ -352,8 +352,9 @@ def search(
     the plans: ``"allocate"`` (the default), ``"tpe"``, ``"random"``, or a ``Strategy``.
     ``max_drop`` asks for the fastest model within that drop of the teacher's validation
     accuracy (e.g. 0.01) instead of the most accurate one within the budget: it decides what
-    ``Result.best()`` and ``export --best`` pick, and the allocation ladder goes as far down as
-    the space reaches.
+    ``Result.best()`` and ``export --best`` pick, and the ``allocate`` strategy walks toward
+    that accuracy line after its ladder (bisecting between the fastest plan within the drop
+    and the next faster one outside it, past the pruning floor with students).
     """
     if trials < 1:
         raise EdgeCompressError(f"--trials must be >= 1, got {trials}")

@@ -37,7 +37,7 @@ from edgecompress.search.allocation import (
 )
 from edgecompress.search.probe import LatencyProbe
 from edgecompress.search.sensitivity import Sensitivity, sensitivity
-from edgecompress.spaces import Knob, Space
+from edgecompress.spaces import Knob, Space, replay
 
 ATTR = "allocation"  # the trial attribute an Allocate proposal records
 
@@ -133,6 +133,9 @@ class Allocate(Strategy):
     # targets sit this far inside their budget: the trained model is measured again, and two
     # measurements of one model differ by a few percent here
     SAFETY = 0.95
+    # toward --max-drop's boundary: resolved once the fastest plan within the drop and the next
+    # faster one outside it are this close in latency (about the measurement's noise, twice)
+    GAP = 1.1
 
     def __init__(self) -> None:
         self._profile: Sensitivity | None = None
@@ -169,8 +172,104 @@ class Allocate(Strategy):
                     return found
                 missed.add(label)  # not proposed again, on resume either
                 study.set_user_attr(LADDER_ATTR, {**ladder, "missed": sorted(missed)})
-        count = len(proposed - {label for label, _ in schedule})
+        if context.max_drop is not None:
+            toward = self._toward_drop(study, context, ladder)
+            if toward is not None:
+                return toward
+        count = sum(1 for label in proposed if label.startswith("refinement "))
         return self._refine(study, context, ladder, count)
+
+    def _toward_drop(
+        self, study: optuna.Study, context: Context, ladder: dict[str, Any]
+    ) -> Proposal | None:
+        """Where the study asks for the fastest plan within ``max_drop`` of the teacher: the
+        next step toward that boundary, from what ran. Between the fastest plan within the
+        drop and the next faster plan outside it, an allocation at their geometric mean
+        latency; with none faster outside, one ``RUNG`` faster; below the floor, the fastest
+        plan within the drop with its student sections (then its ranks too) compressed to the
+        target (``compressed_at``). None when the two are within ``GAP`` of each other (the
+        boundary is known to the measurement's noise), when the step would aim over the
+        budget, when a step is still running (the next depends on it), or when no plan is
+        measured within the step's target: the refinement goes on."""
+        trials = study.get_trials(deepcopy=False)
+        mine = [
+            t for t in trials if str(t.user_attrs.get(ATTR, {}).get("label", "")).startswith(DROP)
+        ]
+        if any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in mine):
+            return None
+        done = []  # (trial, latency, accuracy) of the complete trials
+        for t in trials:
+            latency, accuracy = (_finite(t.user_attrs.get(m)) for m in ("latency_ms", "accuracy"))
+            if t.state == TrialState.COMPLETE and latency is not None and accuracy is not None:
+                done.append((t, latency, accuracy))
+        teacher = [a for t, _, a in done if t.user_attrs.get("baseline") == "teacher"]
+        if not teacher or context.max_drop is None:
+            return None
+        line = teacher[0] - context.max_drop - 1e-12
+        within = [(t, lat) for t, lat, a in done if a >= line]
+        fastest, fastest_ms = min(within, key=lambda p: p[1])
+        outside = [lat for _, lat, a in done if a < line and lat < fastest_ms]
+        if outside and fastest_ms / max(outside) <= self.GAP:
+            return None
+        target = math.sqrt(fastest_ms * max(outside)) if outside else fastest_ms * self.RUNG
+        ceiling = context.budget_ms * self.SAFETY
+        if target > ceiling:
+            return None
+        label = f"{DROP} {len(mine) + 1}"
+        aim = target / ceiling
+        ran = {t.user_attrs.get("plan_key") for t in trials}
+        if not ladder["reach"]:
+            tries = [lambda: self._proposal(label, {"level": True, "aim": aim}, context, ladder)]
+        elif aim >= float(ladder["least"]):  # within the allocations' reach, or one ratio's
+            tries = [
+                lambda: self._proposal(label, {"aim": aim}, context, ladder),
+                lambda: self._proposal(label, {"uniform": True, "aim": aim}, context, ladder),
+            ]
+        else:
+            tries = [lambda: self._beyond_floor(label, fastest, target, aim, context)]
+        for attempt in tries:
+            found = attempt()
+            if found is not None and replay(context.space, found.params).key not in ran:
+                return found  # a plan that ran already would say nothing new
+        return None
+
+    def _beyond_floor(
+        self,
+        label: str,
+        base: optuna.trial.FrozenTrial,
+        target: float,
+        aim: float,
+        context: Context,
+    ) -> Proposal | None:
+        """The plan of trial ``base`` with its student sections (then its ranks too) compressed
+        to a common level measured within ``target`` (its pruning and precisions kept)."""
+        sections = {k.section for k in context.space.knobs() if k.fastest is not None}
+        for weights in ({"student": 1.0}, {"student": 1.0, "rank": 1.0}):
+            if not set(weights) & sections:
+                continue
+            found = compressed_at(
+                context.space,
+                context.latency,
+                target_ms=target,
+                base=dict(base.params),
+                weights=weights,
+            )
+            if found is not None:
+                settings = {
+                    "aim": aim,
+                    "level": True,
+                    "from_trial": base.number,
+                    **{f"weight.{s}": weights.get(s, 0.0) for s in LEVEL_SECTIONS},
+                }
+                record = {
+                    "label": label,
+                    "settings": settings,
+                    "untrained_latency_ms": found.latency_ms,
+                    "predicted_damage": None,
+                    "target_ms": found.target_ms,
+                }
+                return Proposal(found.params, label, {ATTR: record})
+        return None
 
     def ladder(self, study: optuna.Study, context: Context) -> dict[str, Any]:
         """The study's targets, as shares of ``SAFETY * budget``: measured once (the floor),
@@ -284,6 +383,7 @@ class Allocate(Strategy):
 
 
 LADDER_ATTR = "allocation_ladder"  # the study attribute holding Allocate's targets
+DROP = "toward the drop"  # the label of Allocate's steps toward --max-drop's boundary
 LEVEL_SECTIONS = ("prune", "student", "rank")
 
 
@@ -339,8 +439,8 @@ def _inner_study(
     distributions = probe.distributions
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         record = t.user_attrs.get(ATTR)
-        if not record or record["settings"].get("uniform"):
-            continue
+        if not record or record["settings"].get("uniform") or "from_trial" in record["settings"]:
+            continue  # one global ratio, or a trial's plan with its students compressed
         if bool(record["settings"].get("level")) != level:
             continue
         full = {**_defaults(space, base), **record["settings"]}

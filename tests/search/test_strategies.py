@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from typing import Any
 
 import optuna
@@ -19,7 +20,7 @@ from edgecompress.search.front import COLUMNS
 from edgecompress.search.ledger import Ledger
 from edgecompress.search.strategies import ATTR, Context, strategy_named
 from edgecompress.search.trial import reference_of, run_trial
-from edgecompress.spaces import KnobSpace
+from edgecompress.spaces import KnobSpace, baseline_params, replay
 from edgecompress.tasks import ClassificationTask
 from tests.conftest import TINY
 
@@ -300,3 +301,130 @@ def test_allocate_beyond_the_profiled_floor_compresses_every_section() -> None:
     for r in records:
         assert r["untrained_latency_ms"] <= r["target_ms"] <= 0.12 * Allocate.SAFETY + 1e-12
         assert r["settings"]["level"] is True and r["predicted_damage"] is None
+
+
+def _walk(
+    strategy: Any, study: optuna.Study, context: Context, count: int, line_ms: float
+) -> list[dict[str, Any]]:
+    """``count`` proposals told as finished: within a point of the teacher (0.99) at
+    ``line_ms`` or slower, 5 points under it when faster."""
+    if not study.trials:  # the teacher, at the reference latency
+        study.enqueue_trial(baseline_params(context.space, "teacher"))
+        trial = study.ask()
+        context.space.sample(trial)
+        trial.set_user_attr("baseline", "teacher")
+        for name, value in (("accuracy", 0.99), ("latency_ms", 1.0)):
+            trial.set_user_attr(name, value)
+        study.tell(trial, [0.99, 1.0])
+    records = []
+    for _ in range(count):
+        proposal = strategy.ask(study, context)
+        assert proposal is not None
+        record = proposal.attrs[ATTR]
+        study.enqueue_trial(proposal.params)
+        trial = study.ask()
+        context.space.sample(trial)
+        trial.set_user_attr(ATTR, record)
+        latency = record["untrained_latency_ms"]
+        accuracy = 0.99 if latency >= line_ms else 0.94
+        trial.set_user_attr("accuracy", accuracy)
+        trial.set_user_attr("latency_ms", latency)
+        trial.set_user_attr("plan_key", replay(context.space, proposal.params).key)
+        study.tell(trial, [accuracy, latency])
+        records.append(record)
+    return records
+
+
+def _drop_profile() -> tuple[Any, Any]:
+    from edgecompress.search.sensitivity import Point, Sensitivity
+    from tests.search.test_allocation import _shrinking, _two_sections
+
+    space = _two_sections()
+    base = {"prune.a": 0.0, "prune.b": 0.0, "student.width": 1.0}
+
+    def ratio(changes: dict[str, float]) -> float:
+        return _shrinking(space.sample(optuna.trial.FixedTrial({**base, **changes})))
+
+    prune = {
+        n: tuple(Point(r, r**2, ratio({n: r})) for r in (0.25, 0.5, 0.75, 0.9))
+        for n in ("prune.a", "prune.b")
+    }
+    return space, Sensitivity(base, 0.0, ratio({}), prune, {})
+
+
+def test_max_drop_walks_to_the_boundary_within_the_allocations_reach() -> None:
+    from edgecompress.search.strategies import DROP, LADDER_ATTR, Allocate
+    from tests.search.test_allocation import _shrinking
+
+    space, profile = _drop_profile()
+    strategy = Allocate()
+    strategy._profile = profile
+    context = replace(_context(space, _shrinking, budget_ms=0.8, fastest_ms=0.0), max_drop=0.01)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    records = _walk(strategy, study, context, 14, line_ms=0.35)
+    ladder = study.user_attrs[LADDER_ATTR]
+    assert ladder["reach"] and ladder["floor_ms"] < 0.35  # the line lies within the ladder
+    walked = [i for i, r in enumerate(records) if r["label"].startswith(DROP)]
+    assert walked and records[walked[0] - 1]["label"].startswith("uniform at")  # after the ladder
+    for i in walked:  # each step lands strictly inside the bracket of what ran before it
+        before = [r["untrained_latency_ms"] for r in records[:i]]
+        within = min(ms for ms in before if ms >= 0.35)
+        outside = max(ms for ms in before if ms < 0.35)
+        step = records[i]
+        assert outside < step["untrained_latency_ms"] < within and within / outside > Allocate.GAP
+        assert step["untrained_latency_ms"] <= step["target_ms"] <= 0.8 * Allocate.SAFETY
+    assert [records[i]["label"] for i in walked] == [f"{DROP} {n + 1}" for n in range(len(walked))]
+    # once the bracket holds no new plan (here the 0.05 grid's next plans ran already), the
+    # refinement goes on; nothing was run twice
+    assert records[-1]["label"].startswith("refinement")
+    keys = [
+        t.user_attrs["plan_key"]
+        for t in study.trials
+        if t.user_attrs.get(ATTR, {}).get("label", "").startswith(DROP)
+    ]
+    assert len(set(keys)) == len(keys)
+
+
+def test_max_drop_past_the_floor_compresses_the_students_of_the_fastest_plan_within() -> None:
+    from edgecompress.search.strategies import DROP, LADDER_ATTR, Allocate
+    from tests.search.test_allocation import _shrinking
+
+    space, profile = _drop_profile()
+    strategy = Allocate()
+    strategy._profile = profile
+    context = replace(_context(space, _shrinking, budget_ms=0.8, fastest_ms=0.0), max_drop=0.01)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    schedule = _walk(strategy, study, context, 12, line_ms=0.09)  # pruning alone stops at 0.15
+    floor_ms = study.user_attrs[LADDER_ATTR]["floor_ms"]
+    steps = [r for r in schedule if r["label"].startswith(DROP)]
+    assert steps and all(r["untrained_latency_ms"] >= floor_ms for r in schedule if r not in steps)
+    first = steps[0]
+    assert first["settings"]["level"] and first["untrained_latency_ms"] < floor_ms
+    assert first["settings"]["weight.student"] == 1.0 and first["settings"]["weight.prune"] == 0
+    base = study.trials[first["settings"]["from_trial"]]
+    assert base.user_attrs["accuracy"] == 0.99  # compressed from a plan within the drop
+    plan = next(t for t in study.trials if t.user_attrs.get(ATTR) == first)
+    assert plan.params["student.width"] < 1.0
+    assert {n: plan.params[n] for n in ("prune.a", "prune.b")} == {
+        n: base.params[n] for n in ("prune.a", "prune.b")
+    }  # its pruning kept
+    # below the floor too, each later step lands inside the bracket of what ran before it
+    for n, step in enumerate(schedule):
+        if step in steps[1:]:
+            before = [r["untrained_latency_ms"] for r in schedule[:n]]
+            within = min(ms for ms in before if ms >= 0.09)
+            outside = max(ms for ms in before if ms < 0.09)
+            assert outside < step["untrained_latency_ms"] < within
+
+
+def test_without_max_drop_there_is_no_walk() -> None:
+    from edgecompress.search.strategies import DROP, Allocate
+    from tests.search.test_allocation import _shrinking
+
+    space, profile = _drop_profile()
+    strategy = Allocate()
+    strategy._profile = profile
+    context = _context(space, _shrinking, budget_ms=0.8, fastest_ms=0.0)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    records = _walk(strategy, study, context, 10, line_ms=0.3)
+    assert not any(r["label"].startswith(DROP) for r in records)
