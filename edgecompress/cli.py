@@ -26,7 +26,7 @@ from edgecompress.search import (
     open_result,
     profile_report,
     search,
-    space_report,
+    space_and_dominated,
 )
 from edgecompress.search.recost import recost
 from edgecompress.search.storage import open_storage, redacted, study_names
@@ -250,9 +250,10 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _space(args: argparse.Namespace) -> int:
-    knobs, skipped = space_report(load_experiment(args.experiment))
+    knobs, skipped, dominated = space_and_dominated(load_experiment(args.experiment))
     if args.format == "json":
-        print(json.dumps(knobs + skipped, indent=2, allow_nan=False))
+        notes = [{"kind": "dominated", **d} for d in dominated or ()]
+        print(json.dumps(knobs + skipped + notes, indent=2, allow_nan=False))
         return 0
     rows = [
         {"knob": k["name"], "kind": k["kind"], "values": _values(k), "layers": _layers(k)}
@@ -272,6 +273,19 @@ def _space(args: argparse.Namespace) -> int:
             "another's knob above):"
         )
         print(alone.to_string(index=False))
+    if dominated is None:
+        print(
+            "\nno sensitivity profile of this space is cached for this machine: `edgecompress "
+            "profile` measures which options pay nothing here (a search does it first)"
+        )
+    elif dominated:
+        print(
+            f"\ndominated on this machine, by the cached sensitivity profile ({len(dominated)}; "
+            "the allocate strategy never takes them, tpe and random may):"
+        )
+        print(pd.DataFrame(dominated).to_string(index=False))
+    else:
+        print("\nthe cached sensitivity profile found no option dominated on this machine")
     return 0
 
 
@@ -301,6 +315,10 @@ def _profile(args: argparse.Namespace) -> int:
             chosen = "  <- chosen" if b["chosen"] else ""
             print(f"  {b['precision']:>7} round_to {b['round_to']!s:>4}: {speedups}{chosen}")
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    dominated = frame.attrs.get("dominated", ())
+    if dominated:
+        print(f"\ndominated here ({len(dominated)}; an allocation never takes them):")
+        print(pd.DataFrame(dominated).to_string(index=False))
     return 0
 
 

@@ -1,6 +1,12 @@
 """The study, its executors (in-process, Ray Tune), resume, and the front."""
 
-from edgecompress.search.engine import profile_report, search, space_of, space_report
+from edgecompress.search.engine import (
+    profile_report,
+    search,
+    space_and_dominated,
+    space_of,
+    space_report,
+)
 from edgecompress.search.front import Result, open_result, pareto_mask
 from edgecompress.search.storage import DEFAULT_STORAGE
 from edgecompress.search.strategies import STRATEGIES, Proposal, Strategy
@@ -15,6 +21,7 @@ __all__ = [
     "pareto_mask",
     "profile_report",
     "search",
+    "space_and_dominated",
     "space_of",
     "space_report",
 ]

@@ -34,7 +34,7 @@ from edgecompress.search.front import Result, load_result
 from edgecompress.search.ledger import Ledger
 from edgecompress.search.probe import LatencyProbe
 from edgecompress.search.recost import remeasure_front
-from edgecompress.search.sensitivity import sensitivity
+from edgecompress.search.sensitivity import cached, sensitivity
 from edgecompress.search.storage import DEFAULT_STORAGE, META, open_storage, sqlite_path
 from edgecompress.search.strategies import Context, Strategy, strategy_named
 from edgecompress.search.study import (
@@ -106,9 +106,21 @@ def checked_reference(experiment: Experiment) -> Reference:
 
 def space_report(experiment: Experiment) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """What a search of ``experiment`` would vary (knobs), and the layers it leaves alone."""
-    space = space_of(experiment, checked_reference(experiment))
+    knobs, skipped, _ = space_and_dominated(experiment)
+    return knobs, skipped
+
+
+def space_and_dominated(
+    experiment: Experiment,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]] | None]:
+    """``space_report``'s knobs and layers left alone, and the options the sensitivity profile
+    found dominated on this machine (``Sensitivity.dominated``), read from the profile cached
+    by an earlier search or ``profile`` (None when there is none: nothing is measured)."""
+    reference = checked_reference(experiment)
+    space = space_of(experiment, reference)
     skipped = [s.to_dict() for s in getattr(space, "skipped", ())]
-    return describe(space), skipped
+    found = cached(experiment, space, LatencyProbe(experiment, reference, 1.0))
+    return describe(space), skipped, None if found is None else found.dominated()
 
 
 def artifacts_dir(storage_url: str | None, study: str) -> Path:
@@ -297,7 +309,8 @@ def profile_report(experiment: Experiment, *, progress: bool = True) -> pd.DataF
     one row per knob and value, with the damage (KL from the teacher's outputs, untrained) and
     the latency it saves against the base plan (``saved_ms``, ``saved_pct``). ``attrs``:
     ``reference_ms``, ``base_ms``, and ``bases``, the precisions and alignments the base was
-    chosen among, with their measured latency ratios."""
+    chosen among, with their measured latency ratios; ``dominated``, the options that pay
+    nothing here (``Sensitivity.dominated``)."""
     reference = checked_reference(experiment)
     space = space_of(experiment, reference)
     with CpuGate().measure():
@@ -310,7 +323,10 @@ def profile_report(experiment: Experiment, *, progress: bool = True) -> pd.DataF
     frame = pd.DataFrame(found.rows(reference_ms))
     frame["saved_pct"] = 100 * frame["saved_ms"] / (found.base_ratio * reference_ms)
     frame.attrs.update(
-        reference_ms=reference_ms, base_ms=found.base_ratio * reference_ms, bases=found.bases
+        reference_ms=reference_ms,
+        base_ms=found.base_ratio * reference_ms,
+        bases=found.bases,
+        dominated=found.dominated(),
     )
     return frame
 

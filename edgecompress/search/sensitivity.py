@@ -94,6 +94,52 @@ class Sensitivity:
             bases=tuple(dict(b) for b in data.get("bases", ())),
         )
 
+    def dominated(self) -> list[dict[str, Any]]:
+        """The options this target makes pointless, and why: a width measured no faster than
+        the base's and no more faithful, a pruning ratio that saves no latency, a base (a
+        precision and alignment) whose uniform plans measured slower at every level than the
+        chosen one's. An allocation never takes the first two (any saving it asks for is
+        cheaper elsewhere); the third is why the base is what it is."""
+        found = []
+        for name, points in self.bits.items():
+            for p in points:
+                if p.ratio >= self.base_ratio and p.damage >= self.base_damage:
+                    found.append(
+                        {
+                            "knob": name,
+                            "value": p.value,
+                            "why": f"{p.ratio / self.base_ratio:.2f}x the base plan's latency "
+                            "and no more faithful to the teacher",
+                        }
+                    )
+        for name, points in self.prune.items():
+            for p in points:
+                if p.ratio >= self.base_ratio:
+                    found.append(
+                        {
+                            "knob": name,
+                            "value": p.value,
+                            "why": f"saves no latency here ({p.ratio / self.base_ratio:.2f}x "
+                            "the base plan's)",
+                        }
+                    )
+        chosen = next((b for b in self.bases if b.get("chosen")), None)
+        for b in self.bases:
+            if chosen is None or b is chosen or len(b["ratios"]) != len(chosen["ratios"]):
+                continue
+            if all(r >= c for r, c in zip(b["ratios"], chosen["ratios"], strict=True)):
+                speedups = ", ".join(f"{1 / r:.2f}x" for r in b["ratios"])
+                found.append(
+                    {
+                        "knob": "base",
+                        "value": f"{b['precision']}, round_to {b['round_to']}",
+                        "why": f"its uniform plans measured slower at every level ({speedups} "
+                        f"against the chosen {chosen['precision']}, round_to "
+                        f"{chosen['round_to']})",
+                    }
+                )
+        return found
+
     def rows(self, reference_ms: float) -> list[dict[str, Any]]:
         """One row per profiled point: knob, value, damage and the latency it saves (ms, > 0
         faster than the base)."""
@@ -128,6 +174,15 @@ def sensitivity(
         tmp.write_text(json.dumps({"version": VERSION, "profile": profile.to_dict()}))
         tmp.replace(path)
     return profile
+
+
+def cached(experiment: Experiment, space: Space, probe: LatencyProbe) -> Sensitivity | None:
+    """The cached profile of ``experiment``'s ``space`` on this target, without measuring;
+    None if none was measured here."""
+    path = _cache_path(experiment, space, probe)
+    if not path.exists():
+        return None
+    return Sensitivity.from_dict(json.loads(path.read_text())["profile"])
 
 
 def _cache_path(experiment: Experiment, space: Space, probe: LatencyProbe) -> Path:

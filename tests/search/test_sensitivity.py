@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from edgecompress.plan import Plan
+from edgecompress.search.allocation import choose, options
 from edgecompress.search.engine import checked_reference, space_of
 from edgecompress.search.probe import LatencyProbe
-from edgecompress.search.sensitivity import prune_levels, sensitivity
-from edgecompress.spaces import AutoSpace
+from edgecompress.search.sensitivity import Point, Sensitivity, prune_levels, sensitivity
+from edgecompress.spaces import AutoSpace, Knob
 
 HALF = 8  # TinyNet's conv2 has 16 output channels: half of them are dead in this model
 
@@ -128,3 +129,76 @@ def test_an_alignment_that_changes_nothing_leaves_the_finest(tiny) -> None:  # t
     knobs = {k.name: k for k in space.knobs()}
     assert knobs["method.round_to"].choices[profile.base_params["method.round_to"]] == 1
     assert {b["precision"] for b in profile.bases if b["chosen"]} == {"int8"}
+
+
+def _dominating_profile() -> Sensitivity:
+    """int8 base at half the reference's latency; fp16 slower and less faithful than it, fp32
+    slower but more faithful, int4 faster; pruning a quarter saves nothing, half does; the
+    teacher's precision slower at every level, alignment 16 faster at the most."""
+    bits = Knob(name="bits.a", kind="ordinal", choices=(4, 8, 16, 32), identity=32, fastest=4)
+    return Sensitivity(
+        base_params={"prune.a": 0.0, "bits.a": bits.param(8)},
+        base_damage=0.01,
+        base_ratio=0.5,
+        prune={"prune.a": (Point(0.25, 0.1, 0.55), Point(0.5, 0.2, 0.4))},
+        bits={"bits.a": (Point(4.0, 0.5, 0.45), Point(16.0, 0.02, 0.7), Point(32.0, 0.0, 0.8))},
+        bases=(
+            {"precision": "int8", "round_to": 1, "ratios": [0.5, 0.3], "chosen": True},
+            {"precision": "teacher", "round_to": 1, "ratios": [1.0, 0.6], "chosen": False},
+            {"precision": "int8", "round_to": 16, "ratios": [0.5, 0.25], "chosen": False},
+        ),
+    )
+
+
+def test_dominated_options_are_named_and_never_allocated() -> None:
+    profile = _dominating_profile()
+    found = {(d["knob"], d["value"]): d["why"] for d in profile.dominated()}
+    assert set(found) == {("bits.a", 16.0), ("prune.a", 0.25), ("base", "teacher, round_to 1")}
+    assert "1.40x the base plan's latency" in found[("bits.a", 16.0)]
+    assert "saves no latency" in found[("prune.a", 0.25)]
+    knobs = {
+        "prune.a": Knob(
+            name="prune.a", kind="float", low=0.0, high=0.5, step=0.05, identity=0.0, fastest=0.5
+        ),
+        "bits.a": Knob(name="bits.a", kind="ordinal", choices=(4, 8, 16, 32), identity=32),
+    }
+    opts = options(profile, knobs)
+    for lam in (0.0, 0.01, 0.1, 1.0, 10.0, 100.0):  # whatever saving is asked for
+        chosen, _, _ = choose(opts, lam)
+        assert chosen["prune.a"] != 0.25 and chosen["bits.a"] != knobs["bits.a"].param(16)
+
+
+def test_space_names_what_the_cached_profile_found_dominated(workdir, capsys) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from edgecompress import load_experiment
+    from edgecompress.cli import main
+    from edgecompress.search.sensitivity import VERSION, _cache_path
+    from tests.conftest import TINY
+
+    experiment = load_experiment(TINY)
+    reference = checked_reference(experiment)
+    space = space_of(experiment, reference)
+    path = _cache_path(experiment, space, LatencyProbe(experiment, reference, 1.0))
+    kept = path.read_bytes() if path.exists() else None  # another test's profile, put back
+    try:
+        path.unlink(missing_ok=True)
+        assert main(["space", TINY]) == 0
+        assert "no sensitivity profile of this space is cached" in capsys.readouterr().out
+        profile = _dominating_profile().to_dict()
+        path.write_text(json.dumps({"version": VERSION, "profile": profile}))
+        assert main(["space", TINY]) == 0
+        out = capsys.readouterr().out
+        assert "dominated on this machine" in out and "no sensitivity profile" not in out
+        assert "bits.a" in out and "saves no latency" in out and "teacher, round_to 1" in out
+        assert main(["space", TINY, "--format", "json"]) == 0
+        entries = json.loads(capsys.readouterr().out)
+        assert {(e["knob"], e["value"]) for e in entries if e["kind"] == "dominated"} == {
+            ("bits.a", 16.0),
+            ("prune.a", 0.25),
+            ("base", "teacher, round_to 1"),
+        }
+    finally:
+        path.unlink(missing_ok=True)
+        if kept is not None:
+            path.write_bytes(kept)
