@@ -251,9 +251,8 @@ def _export(args: argparse.Namespace) -> int:
 
 def _space(args: argparse.Namespace) -> int:
     knobs, skipped, dominated = space_and_dominated(load_experiment(args.experiment))
-    if args.format == "json":
-        notes = [{"kind": "dominated", **d} for d in dominated or ()]
-        print(json.dumps(knobs + skipped + notes, indent=2, allow_nan=False))
+    if args.format == "json":  # the knobs and layers left alone, as before
+        print(json.dumps(knobs + skipped, indent=2, allow_nan=False))
         return 0
     rows = [
         {"knob": k["name"], "kind": k["kind"], "values": _values(k), "layers": _layers(k)}

@@ -185,7 +185,8 @@ class Allocate(Strategy):
         """Where the study asks for the fastest plan within ``max_drop`` of the teacher: the
         next step toward that boundary, from what ran. Between the fastest plan within the
         drop and the next faster plan outside it, an allocation at their geometric mean
-        latency; with none faster outside, one ``RUNG`` faster; below the floor, the fastest
+        latency (the uniform plan there, where the allocation ran already); with none faster
+        outside, one ``RUNG`` faster; below the floor, the fastest
         plan within the drop with its student sections (then its ranks too) compressed to the
         target (``compressed_at``). None when the two are within ``GAP`` of each other (the
         boundary is known to the measurement's noise), when the step would aim over the
