@@ -109,7 +109,9 @@ def summarize(study: optuna.Study, started: float) -> dict[str, Any]:
             "test": t.user_attrs.get("test_accuracy"),
             "speedup": 1.0 / t.user_attrs["latency_ratio"],
             "latency_ms": t.user_attrs["latency_ms"],
-            "untrained_ms": t.user_attrs.get("untrained_latency_ms"),  # measured before training
+            # measured before training: by the trial's screen, or where the strategy proposed it
+            "untrained_ms": t.user_attrs.get("untrained_latency_ms")
+            or t.user_attrs.get("allocation", {}).get("untrained_latency_ms"),
             "baseline": t.user_attrs.get("baseline", ""),
             "by": t.user_attrs.get("proposed_by", "") or t.user_attrs.get("baseline", ""),
             "end": t.datetime_complete.timestamp() if t.datetime_complete else math.nan,
