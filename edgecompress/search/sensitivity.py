@@ -178,11 +178,13 @@ def sensitivity(
 
 def cached(experiment: Experiment, space: Space, probe: LatencyProbe) -> Sensitivity | None:
     """The cached profile of ``experiment``'s ``space`` on this target, without measuring;
-    None if none was measured here."""
+    None if none was measured here (or the cached file cannot be read: a search measures it
+    again)."""
     path = _cache_path(experiment, space, probe)
-    if not path.exists():
+    try:
+        return Sensitivity.from_dict(json.loads(path.read_text())["profile"])
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    return Sensitivity.from_dict(json.loads(path.read_text())["profile"])
 
 
 def _cache_path(experiment: Experiment, space: Space, probe: LatencyProbe) -> Path:

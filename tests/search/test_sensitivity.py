@@ -185,6 +185,9 @@ def test_space_names_what_the_cached_profile_found_dominated(workdir, capsys) ->
         path.unlink(missing_ok=True)
         assert main(["space", TINY]) == 0
         assert "no sensitivity profile of this space is cached" in capsys.readouterr().out
+        path.write_text("{not json")  # a cache file cut short reads as none, not a traceback
+        assert main(["space", TINY]) == 0
+        assert "no sensitivity profile of this space is cached" in capsys.readouterr().out
         profile = _dominating_profile().to_dict()
         path.write_text(json.dumps({"version": VERSION, "profile": profile}))
         assert main(["space", TINY]) == 0
