@@ -274,22 +274,12 @@ def test_allocate_ladder_runs_from_the_budget_to_the_floor_and_resumes() -> None
 
 
 def test_allocate_beyond_the_profiled_floor_compresses_every_section() -> None:
-    from edgecompress.search.sensitivity import Point, Sensitivity
     from edgecompress.search.strategies import LADDER_ATTR, Allocate
-    from tests.search.test_allocation import _shrinking, _two_sections
+    from tests.search.test_allocation import _shrinking
 
-    space = _two_sections()
-    base = {"prune.a": 0.0, "prune.b": 0.0, "student.width": 1.0}
-
-    def ratio(changes: dict[str, float]) -> float:
-        return _shrinking(space.sample(optuna.trial.FixedTrial({**base, **changes})))
-
-    prune = {
-        n: tuple(Point(r, r**2, ratio({n: r})) for r in (0.25, 0.5, 0.75, 0.9))
-        for n in ("prune.a", "prune.b")
-    }
+    space, profile = _two_section_profile()
     strategy = Allocate()
-    strategy._profile = Sensitivity(base, 0.0, ratio({}), prune, {})
+    strategy._profile = profile
     # pruning alone reaches 0.15 (width 1); the students reach 0.075
     context = _context(space, _shrinking, budget_ms=0.12, fastest_ms=0.075)
     study = optuna.create_study(directions=["maximize", "minimize"])
@@ -335,7 +325,8 @@ def _walk(
     return records
 
 
-def _drop_profile() -> tuple[Any, Any]:
+def _two_section_profile() -> tuple[Any, Any]:
+    """``_two_sections``' space and its profile: each pruning group alone, damage ratio**2."""
     from edgecompress.search.sensitivity import Point, Sensitivity
     from tests.search.test_allocation import _shrinking, _two_sections
 
@@ -356,7 +347,7 @@ def test_max_drop_walks_to_the_boundary_within_the_allocations_reach() -> None:
     from edgecompress.search.strategies import DROP, LADDER_ATTR, Allocate
     from tests.search.test_allocation import _shrinking
 
-    space, profile = _drop_profile()
+    space, profile = _two_section_profile()
     strategy = Allocate()
     strategy._profile = profile
     context = replace(_context(space, _shrinking, budget_ms=0.8, fastest_ms=0.0), max_drop=0.01)
@@ -389,7 +380,7 @@ def test_max_drop_past_the_floor_compresses_the_students_of_the_fastest_plan_wit
     from edgecompress.search.strategies import DROP, LADDER_ATTR, Allocate
     from tests.search.test_allocation import _shrinking
 
-    space, profile = _drop_profile()
+    space, profile = _two_section_profile()
     strategy = Allocate()
     strategy._profile = profile
     context = replace(_context(space, _shrinking, budget_ms=0.8, fastest_ms=0.0), max_drop=0.01)
@@ -421,7 +412,7 @@ def test_without_max_drop_there_is_no_walk() -> None:
     from edgecompress.search.strategies import DROP, Allocate
     from tests.search.test_allocation import _shrinking
 
-    space, profile = _drop_profile()
+    space, profile = _two_section_profile()
     strategy = Allocate()
     strategy._profile = profile
     context = _context(space, _shrinking, budget_ms=0.8, fastest_ms=0.0)
