@@ -190,14 +190,22 @@ class Allocate(Strategy):
         plan within the drop with its student sections (then its ranks too) compressed to the
         target (``compressed_at``). None when the two are within ``GAP`` of each other (the
         boundary is known to the measurement's noise), when the step would aim over the
-        budget, when a step is still running (the next depends on it), or when no plan is
-        measured within the step's target: the refinement goes on."""
+        budget, or when no plan is measured within the step's target: the refinement goes on.
+
+        Proposals still running (another worker's step, or a rung of the ladder) count as
+        points of the bracket whose side is not known yet: the next step splits the widest of
+        the gaps they leave, so two workers walk two points of the bracket at once rather than
+        one step and a refinement."""
         trials = study.get_trials(deepcopy=False)
         mine = [
             t for t in trials if str(t.user_attrs.get(ATTR, {}).get("label", "")).startswith(DROP)
         ]
-        if any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in mine):
-            return None
+        pending = [  # where the running proposals (steps or not) were measured, untrained
+            float(t.user_attrs[ATTR]["untrained_latency_ms"])
+            for t in trials
+            if t.state in (TrialState.RUNNING, TrialState.WAITING)
+            and _finite(t.user_attrs.get(ATTR, {}).get("untrained_latency_ms")) is not None
+        ]
         done = []  # (trial, latency, accuracy) of the complete trials
         for t in trials:
             latency, accuracy = (_finite(t.user_attrs.get(m)) for m in ("latency_ms", "accuracy"))
@@ -210,9 +218,9 @@ class Allocate(Strategy):
         within = [(t, lat) for t, lat, a in done if a >= line]
         fastest, fastest_ms = min(within, key=lambda p: p[1])
         outside = [lat for _, lat, a in done if a < line and lat < fastest_ms]
-        if outside and fastest_ms / max(outside) <= self.GAP:
+        target = _split(fastest_ms, max(outside) if outside else None, pending, self.RUNG)
+        if target is None:
             return None
-        target = math.sqrt(fastest_ms * max(outside)) if outside else fastest_ms * self.RUNG
         ceiling = context.budget_ms * self.SAFETY
         if target > ceiling:
             return None
@@ -381,6 +389,25 @@ class Allocate(Strategy):
                 return found
             inner.tell(trial, state=TrialState.FAIL)
         return None
+
+
+def _split(within: float, outside: float | None, pending: list[float], rung: float) -> float | None:
+    """The next target between the fastest latency ``within`` the drop and the next faster one
+    ``outside`` it (None: nothing faster ran; the bracket then reaches ``rung`` times
+    ``within``), given the latencies of the steps still running: the geometric middle of the
+    widest gap they leave; ``rung * within`` itself when nothing faster ran or runs. None
+    when every gap is within ``GAP`` (the caller's test) or nothing is left to split."""
+    lowest = outside if outside is not None else within * rung
+    if outside is None and not any(p <= lowest * 1.0001 for p in pending):
+        return lowest  # one rung faster first: the bracket's far end is not known
+    points = sorted({within, lowest, *(p for p in pending if lowest < p < within)})
+    if len(points) < 2:
+        return None
+    gaps = list(zip(points, points[1:], strict=False))
+    low, high = max(gaps, key=lambda g: g[1] / g[0])
+    if high / low <= Allocate.GAP:
+        return None
+    return math.sqrt(low * high)
 
 
 LADDER_ATTR = "allocation_ladder"  # the study attribute holding Allocate's targets

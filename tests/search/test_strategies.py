@@ -376,6 +376,45 @@ def test_max_drop_walks_to_the_boundary_within_the_allocations_reach() -> None:
     assert len(set(keys)) == len(keys)
 
 
+def test_max_drop_splits_the_bracket_around_a_step_still_running() -> None:
+    """With a step of the walk still running (another worker's), the next one goes to the
+    widest gap it leaves inside the bracket, not to a refinement; with both running, the gaps
+    left are narrower than the bracket's half."""
+    from edgecompress.search.strategies import DROP, Allocate
+    from tests.search.test_allocation import _shrinking
+
+    space, profile = _two_section_profile()
+    strategy = Allocate()
+    strategy._profile = profile
+    context = replace(_context(space, _shrinking, budget_ms=0.8, fastest_ms=0.0), max_drop=0.01)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    records = _walk(strategy, study, context, 14, line_ms=0.7)
+    first = next(i for i, r in enumerate(records) if r["label"].startswith(DROP))
+    # the same study again, up to the first step, which is left running this time
+    again = optuna.create_study(directions=["maximize", "minimize"])
+    walker = Allocate()
+    walker._profile = profile
+    _walk(walker, again, context, first, line_ms=0.7)
+    before = [r["untrained_latency_ms"] for r in records[:first]]
+    within = min(ms for ms in before if ms >= 0.7)
+    outside = max(ms for ms in before if ms < 0.7)
+    running = []
+    for _ in range(2):
+        proposal = walker.ask(again, context)
+        assert proposal is not None
+        again.enqueue_trial(proposal.params, user_attrs={ATTR: proposal.attrs[ATTR]})
+        trial = again.ask()  # left running
+        trial.set_user_attr("plan_key", replay(space, proposal.params).key)
+        running.append(proposal.attrs[ATTR])
+    assert [r["label"] for r in running] == [f"{DROP} 1", f"{DROP} 2"]
+    assert running[0]["untrained_latency_ms"] == records[first]["untrained_latency_ms"]
+    points = sorted([outside, within, *(r["untrained_latency_ms"] for r in running)])
+    assert points[0] == outside and points[-1] == within  # both inside the bracket
+    assert len(set(points)) == 4  # two different plans
+    gaps = [b / a for a, b in zip(points, points[1:], strict=False)]
+    assert max(gaps) < (within / outside) ** 0.75
+
+
 def test_max_drop_past_the_floor_compresses_the_students_of_the_fastest_plan_within() -> None:
     from edgecompress.search.strategies import DROP, LADDER_ATTR, Allocate
     from tests.search.test_allocation import _shrinking
