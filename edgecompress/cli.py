@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -95,6 +96,12 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help="ask for the fastest model within this drop of the teacher's validation accuracy "
         "(0.01: one point) instead of the most accurate within the budget",
+    )
+    s.add_argument(
+        "--timeout",
+        type=_seconds,
+        help="wall-clock limit of this run, e.g. 90s, 30m, 2h or 1h30m: no trial starts after "
+        "it (those running finish), everything is kept; run again to resume",
     )
     _study_args(s)
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -205,8 +212,27 @@ def _search(args: argparse.Namespace) -> int:
         targets=args.targets,
         strategy=args.strategy,
         max_drop=args.max_drop,
+        timeout_s=args.timeout,
     )
-    return print_front(result, args.format)
+    code = print_front(result, args.format)
+    if result.stopped:
+        print(f"edgecompress: stopped: {result.stopped}.", file=sys.stderr)
+    return code
+
+
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _seconds(text: str) -> float:
+    """``--timeout``'s duration in seconds: 90, 90s, 30m, 2h, 1h30m, 1.5h."""
+    parts = re.fullmatch(r"\s*((?:\d+(?:\.\d*)?|\.\d+)[smhd]?)+\s*", text.lower())
+    pieces = re.findall(r"(\d+(?:\.\d*)?|\.\d+)([smhd]?)", text.lower())
+    seconds = sum(float(n) * UNITS[u or "s"] for n, u in pieces)
+    if parts is None or not pieces or not seconds > 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a positive duration: write it as 90s, 30m, 2h or 1h30m"
+        )
+    return seconds
 
 
 def _study_name(args: argparse.Namespace) -> str:

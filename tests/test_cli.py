@@ -87,6 +87,27 @@ def test_storage_and_study_errors(workdir: Path, capsys: pytest.CaptureFixture[s
     assert code == EXIT_BAD_INPUT and "no study named 'ghost'" in err
 
 
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90", 90), ("90s", 90), ("30m", 1800), ("2h", 7200), ("1h30m", 5400)]
+)
+def test_timeout_reads_a_duration(text: str, seconds: float) -> None:
+    from edgecompress.cli import _parser
+
+    args = _parser().parse_args(["search", TINY, "--trials", "2", "--timeout", text])
+    assert args.timeout == seconds
+
+
+@pytest.mark.parametrize("text", ["0", "0s", "-5m", "2 hours", "h", "nan", ""])
+def test_timeout_refuses_what_is_not_a_duration(
+    text: str, workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["search", TINY, "--speedup", "2", "--trials", "2", f"--timeout={text}"])
+    assert exit_.value.code == 2
+    assert "not a positive duration: write it as 90s, 30m, 2h or 1h30m" in capsys.readouterr().err
+    assert not list(workdir.iterdir())  # nothing was created
+
+
 def test_budget_arguments_and_unreachable_budget(
     workdir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

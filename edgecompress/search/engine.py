@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -31,7 +32,7 @@ from edgecompress.search.budget import (
 from edgecompress.search.costing import Costing, costing_for
 from edgecompress.search.executors import run_in_process
 from edgecompress.search.front import Result, load_result
-from edgecompress.search.ledger import Ledger
+from edgecompress.search.ledger import Ledger, now
 from edgecompress.search.probe import LatencyProbe
 from edgecompress.search.recost import remeasure_front
 from edgecompress.search.sensitivity import cached, sensitivity
@@ -353,6 +354,7 @@ def search(
     targets: str | None = None,
     strategy: str | Strategy | None = None,
     max_drop: float | None = None,
+    timeout_s: float | None = None,
 ) -> Result:
     """Run (or resume) the study until ``trials`` trials are complete; return its result.
 
@@ -371,7 +373,15 @@ def search(
     ``Result.best()`` and ``export --best`` pick, and the ``allocate`` strategy walks toward
     that accuracy line after its ladder (bisecting between the fastest plan within the drop
     and the next faster one outside it, past the pruning floor with students).
+    ``timeout_s`` limits the search's wall time: once it has passed (counted from this call,
+    the sensitivity profile included), no trial starts; those running finish, everything is
+    kept, and ``Result.stopped`` says how far the search got (run it again to resume).
     """
+    started = now()
+    if timeout_s is not None and not (math.isfinite(timeout_s) and timeout_s > 0):
+        raise EdgeCompressError(
+            f"--timeout must be a positive time such as 90s, 30m or 2h, got {timeout_s}"
+        )
     if trials < 1:
         raise EdgeCompressError(f"--trials must be >= 1, got {trials}")
     if workers < 1:
@@ -405,6 +415,7 @@ def search(
         strategy=chosen,
         max_drop=max_drop,
     )
+    ledger.deadline = None if timeout_s is None else started + timeout_s
     _start(chosen, ledger, progress)
     done = ledger.completed()
     bar = tqdm(
@@ -437,4 +448,22 @@ def search(
     finally:
         bar.close()
     remeasure_front(ledger.study, experiment, reference)
-    return load_result(ledger.study)
+    result = load_result(ledger.study)
+    complete = ledger.completed()
+    if complete < trials and ledger.out_of_time():
+        result = replace(
+            result,
+            stopped=f"the time limit of {duration(timeout_s or 0)} passed: {complete} of "
+            f"{trials} trials are complete, every one kept; run the search again to resume",
+        )
+    return result
+
+
+def duration(seconds: float) -> str:
+    """``seconds`` as a person says it: 45s, 30m, 2h, 1h30m."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{seconds:g}s"
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return "".join(f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (secs, "s")) if n)

@@ -52,6 +52,9 @@ class Result:
     failed: int
     artifacts: dict[int, str]  # trial number -> artifact id of its ONNX file
     screening: dict[str, float] = field(default_factory=dict)  # see ``screening_of``
+    # why the search that returned this result ended before its trials were complete (its time
+    # limit); None when it was not cut short
+    stopped: str | None = None
 
     @property
     def budget_ms(self) -> float:

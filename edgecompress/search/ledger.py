@@ -7,6 +7,7 @@ the ONNX file as an Optuna artifact. A trial that cannot be told is failed, neve
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,8 @@ from edgecompress.spaces import Space
 class Ledger:
     """``strategy`` proposes the next plans (with ``context``); None: the study's sampler alone.
     ``seed``: the experiment's; trial N fine-tunes from ``seed + N`` (a retry from its
-    original's)."""
+    original's). ``deadline``: no trial starts after this moment (``time.monotonic()``);
+    None: no time limit."""
 
     study: optuna.Study
     space: Space
@@ -36,6 +38,11 @@ class Ledger:
     strategy: Strategy | None = None
     context: Context | None = None
     seed: int = 0
+    deadline: float | None = None
+
+    def out_of_time(self) -> bool:
+        """True once the search's time limit has passed: start no more trials."""
+        return self.deadline is not None and now() >= self.deadline
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -148,3 +155,8 @@ class Ledger:
             self.interrupt(trial, f"interrupted while {step}")
         elif self._running(trial):
             self.fail(trial, f"{step} failed: {type(exc).__name__}: {exc}")
+
+
+def now() -> float:
+    """The clock a search's time limit is read on (one place, so a test can move it)."""
+    return time.monotonic()

@@ -71,7 +71,8 @@ def run_on_ray(
     workers: int,
     address: str | None,
 ) -> None:
-    """Runs trials ``workers`` at a time until ``total`` are complete in the study."""
+    """Runs trials ``workers`` at a time until ``total`` are complete in the study (or its
+    time limit has passed: the running trials finish, no other starts)."""
     _quiet_ray_environment(local=address is None)
     import ray
     from ray import tune
@@ -114,7 +115,8 @@ def run_on_ray(
     if ledger.completed() < total:
         if searcher.stop_error:
             raise searcher.stop_error
-        raise KeyboardInterrupt  # Tune took the Ctrl-C and returned early
+        if not ledger.out_of_time():  # the time limit ends a search early; nothing else does
+            raise KeyboardInterrupt  # Tune took the Ctrl-C and returned early
 
 
 def _init(ray: Any, init: dict[str, Any], address: str | None) -> None:
@@ -145,7 +147,8 @@ def _searcher_class() -> type:
             return True  # the space lives in the ledger
 
         def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
-            if self.stop_error or self.ledger.completed() + len(self.live) >= self.total:
+            enough = self.ledger.completed() + len(self.live) >= self.total
+            if self.stop_error or enough or self.ledger.out_of_time():
                 # None: ask again later (a running trial may still fail); FINISHED: done
                 return None if self.live and not self.stop_error else Searcher.FINISHED
             trial, plan = self.ledger.ask()

@@ -139,3 +139,35 @@ def test_a_killed_search_is_recovered(workdir: Path) -> None:
     assert len([t for t in study.trials if t.state == TrialState.COMPLETE]) == 6
     assert all(by_number[n].state == TrialState.COMPLETE for n in done_before)
     assert TrialState.RUNNING not in [t.state for t in study.trials]
+
+
+def test_a_time_limit_stops_starting_trials_and_the_study_resumes(
+    tiny, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    """``timeout_s``: once it has passed no trial starts; what finished is kept and a later run
+    resumes from it. The clock is moved past the limit once two trials are complete."""
+    from edgecompress.search import ledger
+
+    storage = "sqlite:///timeout.db"
+
+    def clock() -> float:
+        done = len(_complete(storage)) if Path("timeout.db").exists() else 0
+        return 1e12 if done >= 2 else 0.0
+
+    real = ledger.now
+    monkeypatch.setattr(ledger, "now", clock)
+    result = search(
+        tiny, trials=4, speedup=1.0, storage=storage, progress=False, timeout_s=60, strategy="tpe"
+    )
+    assert len(_complete(storage)) == 2 == len(result.trials)
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+    assert result.stopped is not None and "1m" in result.stopped and "2 of 4" in result.stopped
+    first = {t.number: t.datetime_complete for t in _complete(storage)}
+    monkeypatch.setattr(ledger, "now", real)
+    again = search(tiny, trials=3, storage=storage, progress=False, strategy="tpe")
+    assert again.stopped is None and len(_complete(storage)) == 3
+    later = {t.number: t.datetime_complete for t in _complete(storage)}
+    assert all(later[n] == finished for n, finished in first.items())  # not rerun
+    with pytest.raises(EdgeCompressError, match="--timeout must be a positive time"):
+        search(tiny, trials=4, storage=storage, progress=False, timeout_s=float("nan"))
