@@ -184,13 +184,15 @@ class Allocate(Strategy):
     ) -> Proposal | None:
         """Where the study asks for the fastest plan within ``max_drop`` of the teacher: the
         next step toward that boundary, from what ran. Between the fastest plan within the
-        drop and the next faster plan outside it, an allocation at their geometric mean
-        latency (the uniform plan there, where the allocation ran already); with none faster
-        outside, one ``RUNG`` faster; below the floor, the fastest
-        plan within the drop with its student sections (then its ranks too) compressed to the
-        target (``compressed_at``). None when the two are within ``GAP`` of each other (the
-        boundary is known to the measurement's noise), when the step would aim over the
-        budget, or when no plan is measured within the step's target: the refinement goes on.
+        drop and the next faster allocation outside it (a uniform plan outside says nothing of
+        an allocation there), an allocation at their geometric mean latency (the uniform plan
+        there, where the allocation ran already); with none faster outside, one ``RUNG``
+        faster. Below the ladder's floor (one measured estimate) the allocation and the
+        uniform plan are tried all the same, then the fastest plan within the drop with its
+        student sections (then its ranks too) compressed to the target (``compressed_at``).
+        None when the two are within ``GAP`` of each other (the boundary is known to the
+        measurement's noise), when the step would aim over the budget, or when no plan is
+        measured within the step's target: the refinement goes on.
 
         Proposals still running (another worker's step, or a rung of the ladder) count as
         points of the bracket whose side is not known yet: the next step splits the widest of
@@ -217,7 +219,14 @@ class Allocate(Strategy):
         line = teacher[0] - context.max_drop - 1e-12
         within = [(t, lat) for t, lat, a in done if a >= line]
         fastest, fastest_ms = min(within, key=lambda p: p[1])
-        outside = [lat for _, lat, a in done if a < line and lat < fastest_ms]
+        # the far end: the allocations' (a uniform plan or the sampler's outside the drop at
+        # some latency does not say that an allocation there is: on the MLP the uniform plan at
+        # the budget fell just outside while an allocation 1.3x faster was within)
+        outside = [
+            lat
+            for t, lat, a in done
+            if a < line and lat < fastest_ms and ATTR in t.user_attrs and not _uniform(t)
+        ]
         target = _split(fastest_ms, max(outside) if outside else None, pending, self.RUNG)
         if target is None:
             return None
@@ -229,13 +238,17 @@ class Allocate(Strategy):
         ran = {t.user_attrs.get("plan_key") for t in trials}
         if not ladder["reach"]:
             tries = [lambda: self._proposal(label, {"level": True, "aim": aim}, context, ladder)]
-        elif aim >= float(ladder["least"]):  # within the allocations' reach, or one ratio's
+        else:  # the allocation, else one ratio; below the measured floor (a noisy estimate)
+            # too, and then the students of the fastest plan within
+            below = {"below_floor": True} if aim < float(ladder["least"]) else {}
             tries = [
-                lambda: self._proposal(label, {"aim": aim}, context, ladder),
-                lambda: self._proposal(label, {"uniform": True, "aim": aim}, context, ladder),
+                lambda: self._proposal(label, {"aim": aim, **below}, context, ladder),
+                lambda: self._proposal(
+                    label, {"uniform": True, "aim": aim, **below}, context, ladder
+                ),
             ]
-        else:
-            tries = [lambda: self._beyond_floor(label, fastest, target, aim, context)]
+            if below:
+                tries.append(lambda: self._beyond_floor(label, fastest, target, aim, context))
         for attempt in tries:
             found = attempt()
             if found is not None and replay(context.space, found.params).key not in ran:
@@ -327,7 +340,9 @@ class Allocate(Strategy):
         self, label: str, settings: dict[str, Any], context: Context, ladder: dict[str, Any]
     ) -> Proposal | None:
         profile = self.profile(context)
-        aim = max(float(settings["aim"]), float(ladder["least"]))  # not below the floor
+        aim = float(settings["aim"])
+        if not settings.get("below_floor"):  # not below the floor, but where the walk asks
+            aim = max(aim, float(ladder["least"]))
         target = aim * context.budget_ms * self.SAFETY
         fixed = {k: v for k, v in settings.items() if k in _knob_names(context.space)}
         found: Allocation | None
@@ -389,6 +404,11 @@ class Allocate(Strategy):
                 return found
             inner.tell(trial, state=TrialState.FAIL)
         return None
+
+
+def _uniform(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether ``trial`` ran a uniform plan the strategy proposed (one ratio everywhere)."""
+    return bool(trial.user_attrs.get(ATTR, {}).get("settings", {}).get("uniform"))
 
 
 def _split(within: float, outside: float | None, pending: list[float], rung: float) -> float | None:

@@ -132,6 +132,16 @@ def test_floor_is_the_fastest_plan_an_allocation_reaches() -> None:
     assert near.damage <= lowest.damage  # near the floor, the allocation spares some damage
 
 
+def test_floor_is_the_median_of_three_measurements() -> None:
+    """One measurement of a tiny model can be 20% off, and every rung is placed from the floor:
+    one slow reading (5x) does not move it."""
+    space, profile = _space(), _profile()
+    readings = iter([1.0, 5.0, 1.2])
+    lowest = floor(profile, space, lambda plan: next(readings))
+    assert lowest.latency_ms == 1.2 == lowest.target_ms
+    assert next(readings, None) is None  # measured three times
+
+
 def _two_sections() -> KnobSpace:
     """Two pruning groups and a student width knob (a section the profile does not cover)."""
     prune = [

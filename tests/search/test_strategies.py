@@ -415,6 +415,43 @@ def test_max_drop_splits_the_bracket_around_a_step_still_running() -> None:
     assert max(gaps) < (within / outside) ** 0.75
 
 
+def test_a_uniform_plan_outside_the_drop_does_not_end_the_walk() -> None:
+    """The bracket's far end is the allocations': a uniform plan just faster than the fastest
+    plan within the drop, and outside it (the MLP's seed 0), says nothing of an allocation
+    there. Below the measured floor the walk still tries the allocation first."""
+    from edgecompress.search.strategies import DROP, Allocate
+    from tests.search.test_allocation import _shrinking
+
+    space, profile = _two_section_profile()
+    strategy = Allocate()
+    strategy._profile = profile
+    context = replace(_context(space, _shrinking, budget_ms=0.8, fastest_ms=0.0), max_drop=0.01)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    ran = [  # (label, settings, accuracy, latency)
+        ("teacher", None, 0.99, 1.0),
+        ("allocation at budget", {"aim": 1.0}, 0.99, 0.5),
+        ("uniform at budget", {"uniform": True, "aim": 1.0}, 0.94, 0.48),
+        ("allocation at 0.4 x budget", {"aim": 0.4}, 0.94, 0.25),
+    ]
+    for label, settings, accuracy, latency in ran:
+        trial = study.ask()
+        if settings is None:
+            trial.set_user_attr("baseline", "teacher")
+        else:
+            trial.set_user_attr(ATTR, {"label": label, "settings": settings})
+        trial.set_user_attr("accuracy", accuracy)
+        trial.set_user_attr("latency_ms", latency)
+        study.tell(trial, [accuracy, latency])
+    ladder = {"reach": True, "least": 0.6, "floor_ms": 0.45, "aims": [0.6]}
+    step = strategy._toward_drop(study, context, ladder)
+    assert step is not None and step.label == f"{DROP} 1"
+    record = step.attrs[ATTR]
+    assert 0.25 < record["untrained_latency_ms"] <= record["target_ms"] < 0.48
+    assert abs(record["target_ms"] - (0.25 * 0.5) ** 0.5) < 1e-9  # the middle of [0.25, 0.5]
+    # its aim lies below the ladder's floor (0.6 x 0.76): an allocation all the same
+    assert record["settings"]["below_floor"] and not record["settings"].get("uniform")
+
+
 def test_max_drop_past_the_floor_compresses_the_students_of_the_fastest_plan_within() -> None:
     from edgecompress.search.strategies import DROP, LADDER_ATTR, Allocate
     from tests.search.test_allocation import _shrinking
