@@ -135,6 +135,20 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", required=True, help="path of the .onnx file to write")
     e.add_argument("--experiment", help="FILE.py:NAME (default: the one the study searched)")
 
+    pl = sub.add_parser(
+        "plot", help="draw a study: accuracy against latency, the front, the budget (png/html)"
+    )
+    _study_args(pl)
+    pl.add_argument(
+        "-o",
+        "--output",
+        default="front.png",
+        help="the picture to write: .png, .svg, .pdf, or .html (interactive) (default front.png)",
+    )
+    pl.add_argument(
+        "--trial", type=int, help="the trial to highlight (default: what export --best picks)"
+    )
+
     sp = sub.add_parser("space", help="show what a search would vary, and what it leaves alone")
     sp.add_argument("experiment", help="FILE.py:NAME naming an edgecompress.Experiment")
     sp.add_argument("--format", choices=("table", "json"), default="table", help="(default table)")
@@ -172,6 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "search": _search,
             "front": _front,
             "export": _export,
+            "plot": _plot,
             "space": _space,
             "profile": _profile,
             "table": cli_table.run,
@@ -256,6 +271,16 @@ def _front(args: argparse.Namespace) -> int:
     elif args.budget_ms is not None:
         raise EdgeCompressError("--budget-ms with front re-costs for a target: add --target NAME")
     return print_front(result, args.format)
+
+
+def _plot(args: argparse.Namespace) -> int:
+    result = open_result(_study_name(args), args.storage)
+    written = result.plot(args.output, trial=args.trial)
+    best = result.best()
+    chosen = args.trial if args.trial is not None else None if best is None else int(best["trial"])
+    marked = "no trial meets the budget" if chosen is None else f"trial {chosen} highlighted"
+    print(f"wrote {written}: {len(result.trials)} trials, the front, the budget; {marked}")
+    return 0
 
 
 def _export(args: argparse.Namespace) -> int:

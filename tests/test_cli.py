@@ -20,7 +20,13 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 
 @pytest.mark.parametrize(
     ("command", "option"),
-    [("search", "--storage"), ("front", "--storage"), ("export", "--storage"), ("space", "json")],
+    [
+        ("search", "--storage"),
+        ("front", "--storage"),
+        ("export", "--storage"),
+        ("plot", "--output"),
+        ("space", "json"),
+    ],
 )
 def test_every_subcommand_has_help(
     command: str, option: str, capsys: pytest.CaptureFixture[str]
@@ -180,6 +186,12 @@ def test_search_front_export_and_the_infeasible_case(
         "nearest",
         "stochastic",
     )
+    # the picture of the study, the exported trial highlighted
+    code, out, _ = _run(capsys, "plot", "--storage", db, "-o", "out/front.png")
+    assert code == 0 and f"trial {manifest['trial']} highlighted" in out
+    assert (workdir / "out" / "front.png").read_bytes()[:4] == b"\x89PNG"
+    code, _, err = _run(capsys, "plot", "--storage", db, "-o", "front.gif")
+    assert code == EXIT_BAD_INPUT and "is written as .png, .svg, .pdf, .html" in err
     code, _, err = _run(capsys, "export", "--storage", db, "--trial", "99", "-o", "x.onnx")
     assert code == EXIT_BAD_INPUT and "no completed trial 99" in err
     # an -o under a path whose parent is a file: a clear error before any work, nothing touched

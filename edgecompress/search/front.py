@@ -104,6 +104,14 @@ class Result:
         value = self.meta.get("max_drop")
         return None if value is None else float(value)
 
+    def plot(self, path: str | Path, *, trial: int | None = None) -> Path:
+        """Draws the trials, the front, the budget and the chosen trial (default: what
+        ``best()`` picks) to ``path`` (``.png``, ``.svg``, ``.pdf`` or interactive ``.html``);
+        see ``edgecompress.search.plot``."""
+        from edgecompress.search.plot import plot
+
+        return plot(self, path, trial=trial)
+
     def best(self) -> pd.Series | None:
         """The answer to the study's question among the feasible trials: the fastest within
         ``max_drop`` of the teacher's validation accuracy where the study asks that (the most
