@@ -136,6 +136,7 @@ class Allocate(Strategy):
     # toward --max-drop's boundary: resolved once the fastest plan within the drop and the next
     # faster one outside it are this close in latency (about the measurement's noise, twice)
     GAP = 1.1
+    STEP_TRIES = 3  # targets tried for one step of the walk, each halfway back from the last
 
     def __init__(self) -> None:
         self._profile: Sensitivity | None = None
@@ -234,12 +235,32 @@ class Allocate(Strategy):
         if target > ceiling:
             return None
         label = f"{DROP} {len(mine) + 1}"
-        aim = target / ceiling
         ran = {t.user_attrs.get("plan_key") for t in trials}
+        for _ in range(self.STEP_TRIES):  # nothing new at the target: halfway back toward it
+            found = self._step(label, target, fastest, context, ladder, ran)
+            if found is not None:
+                return found
+            target = math.sqrt(target * fastest_ms)
+        return None
+
+    def _step(
+        self,
+        label: str,
+        target: float,
+        fastest: optuna.trial.FrozenTrial,
+        context: Context,
+        ladder: dict[str, Any],
+        ran: set[Any],
+    ) -> Proposal | None:
+        """A plan measured within ``target`` whose key is not in ``ran`` (one that ran already
+        would say nothing new): the allocation, else one ratio; below the ladder's floor (a
+        measured estimate) too, and then the student sections of the fastest plan within the
+        drop (``fastest``) compressed; beyond the floor of pruning alone, the space compressed
+        at one level."""
+        aim = target / (context.budget_ms * self.SAFETY)
         if not ladder["reach"]:
             tries = [lambda: self._proposal(label, {"level": True, "aim": aim}, context, ladder)]
-        else:  # the allocation, else one ratio; below the measured floor (a noisy estimate)
-            # too, and then the students of the fastest plan within
+        else:
             below = {"below_floor": True} if aim < float(ladder["least"]) else {}
             tries = [
                 lambda: self._proposal(label, {"aim": aim, **below}, context, ladder),
@@ -252,7 +273,7 @@ class Allocate(Strategy):
         for attempt in tries:
             found = attempt()
             if found is not None and replay(context.space, found.params).key not in ran:
-                return found  # a plan that ran already would say nothing new
+                return found
         return None
 
     def _beyond_floor(

@@ -452,6 +452,40 @@ def test_a_uniform_plan_outside_the_drop_does_not_end_the_walk() -> None:
     assert record["settings"]["below_floor"] and not record["settings"].get("uniform")
 
 
+def test_a_step_out_of_reach_is_tried_again_halfway_back() -> None:
+    """Where nothing reaches a step's target (here the students of the fastest plan within
+    stop at 0.075 ms, the target is 0.6 x 0.11), the step is tried again halfway back toward
+    that plan, not given up to a refinement."""
+    from edgecompress.search.strategies import DROP, Allocate
+    from tests.search.test_allocation import _shrinking
+
+    space, profile = _two_section_profile()
+    strategy = Allocate()
+    strategy._profile = profile
+    context = replace(_context(space, _shrinking, budget_ms=0.8, fastest_ms=0.0), max_drop=0.01)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    plans = [  # (params, baseline, accuracy, latency): the teacher, a student plan within
+        ({"prune.a": 0.0, "prune.b": 0.0, "student.width": 1.0}, "teacher", 0.99, 1.0),
+        ({"prune.a": 0.9, "prune.b": 0.9, "student.width": 0.6}, None, 0.99, 0.11),
+    ]
+    for params, baseline, accuracy, latency in plans:
+        study.enqueue_trial(params)
+        trial = study.ask()
+        space.sample(trial)
+        if baseline:
+            trial.set_user_attr("baseline", baseline)
+        trial.set_user_attr("accuracy", accuracy)
+        trial.set_user_attr("latency_ms", latency)
+        study.tell(trial, [accuracy, latency])
+    ladder = {"reach": True, "least": 0.3, "floor_ms": 0.15, "aims": [0.3]}
+    step = strategy._toward_drop(study, context, ladder)
+    assert step is not None and step.label == f"{DROP} 1"
+    record = step.attrs[ATTR]
+    assert abs(record["target_ms"] - (0.066 * 0.11) ** 0.5) < 1e-9  # the second target
+    assert 0.075 <= record["untrained_latency_ms"] <= record["target_ms"]
+    assert record["settings"]["from_trial"] == 1 and step.params["student.width"] < 0.6
+
+
 def test_max_drop_past_the_floor_compresses_the_students_of_the_fastest_plan_within() -> None:
     from edgecompress.search.strategies import DROP, LADDER_ATTR, Allocate
     from tests.search.test_allocation import _shrinking
