@@ -137,6 +137,9 @@ class Allocate(Strategy):
     # faster one outside it are this close in latency (about the measurement's noise, twice)
     GAP = 1.1
     STEP_TRIES = 3  # targets tried for one step of the walk, each halfway back from the last
+    # below the measured floor, pruning is tried only this close to it (the floor is a median
+    # of three measurements; further below, only students reach)
+    FLOOR_NOISE = 1.25
 
     def __init__(self) -> None:
         self._profile: Sensitivity | None = None
@@ -262,12 +265,14 @@ class Allocate(Strategy):
             tries = [lambda: self._proposal(label, {"level": True, "aim": aim}, context, ladder)]
         else:
             below = {"below_floor": True} if aim < float(ladder["least"]) else {}
-            tries = [
-                lambda: self._proposal(label, {"aim": aim, **below}, context, ladder),
-                lambda: self._proposal(
-                    label, {"uniform": True, "aim": aim, **below}, context, ladder
-                ),
-            ]
+            tries = []
+            if target * self.FLOOR_NOISE >= float(ladder["floor_ms"]):  # pruning may reach it
+                tries = [
+                    lambda: self._proposal(label, {"aim": aim, **below}, context, ladder),
+                    lambda: self._proposal(
+                        label, {"uniform": True, "aim": aim, **below}, context, ladder
+                    ),
+                ]
             if below:
                 tries.append(lambda: self._beyond_floor(label, fastest, target, aim, context))
         for attempt in tries:

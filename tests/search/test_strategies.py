@@ -442,13 +442,13 @@ def test_a_uniform_plan_outside_the_drop_does_not_end_the_walk() -> None:
         trial.set_user_attr("accuracy", accuracy)
         trial.set_user_attr("latency_ms", latency)
         study.tell(trial, [accuracy, latency])
-    ladder = {"reach": True, "least": 0.6, "floor_ms": 0.45, "aims": [0.6]}
+    ladder = {"reach": True, "least": 0.57, "floor_ms": 0.4, "aims": [0.57]}
     step = strategy._toward_drop(study, context, ladder)
     assert step is not None and step.label == f"{DROP} 1"
     record = step.attrs[ATTR]
     assert 0.25 < record["untrained_latency_ms"] <= record["target_ms"] < 0.48
     assert abs(record["target_ms"] - (0.25 * 0.5) ** 0.5) < 1e-9  # the middle of [0.25, 0.5]
-    # its aim lies below the ladder's floor (0.6 x 0.76): an allocation all the same
+    # its aim lies below the ladder's floor (0.57 x 0.76), within its noise: an allocation
     assert record["settings"]["below_floor"] and not record["settings"].get("uniform")
 
 
