@@ -115,7 +115,7 @@ class Ledger:
                 mimetype="application/onnx",
             )
             trial.set_user_attr("artifact_id", artifact)
-            trial.set_constraint("latency_budget", outcome.metrics["latency_ms"] - self.budget_ms)
+            budget_constraint(trial, outcome.metrics["latency_ms"] - self.budget_ms)
             self.study.tell(trial, [outcome.metrics[o] for o in self.objectives])
         except BaseException as exc:
             self._settle(trial, exc, "recording its outcome")
@@ -130,7 +130,7 @@ class Ledger:
             trial.set_user_attr("notes", outcome.notes)
             trial.set_user_attr("screened", True)
             excess = outcome.metrics["screened_latency_ms"] - self.budget_ms
-            trial.set_constraint("latency_budget", excess)
+            budget_constraint(trial, excess)
             self.study.tell(trial, state=TrialState.PRUNED)
         except BaseException as exc:
             self._settle(trial, exc, "recording its screening")
@@ -160,3 +160,14 @@ class Ledger:
 def now() -> float:
     """The clock a search's time limit is read on (one place, so a test can move it)."""
     return time.monotonic()
+
+
+DASHBOARD_CONSTRAINTS = "constraints"  # the system attribute optuna-dashboard reads
+
+
+def budget_constraint(trial: optuna.Trial, excess_ms: float) -> None:
+    """The budget as the trial's constraint (``latency - budget``, <= 0 feasible): by name for
+    Optuna 5's samplers (``latency_budget``), and as the list optuna-dashboard reads (it shows
+    feasibility and leaves infeasible trials out of its Pareto front only from that list)."""
+    trial.set_constraint("latency_budget", excess_ms)
+    trial.storage.set_trial_system_attr(trial._trial_id, DASHBOARD_CONSTRAINTS, [float(excess_ms)])

@@ -82,10 +82,16 @@ def test_search_front_export(tiny, workdir: Path) -> None:  # type: ignore[no-un
     assert states.count(optuna.trial.TrialState.COMPLETE) == 4
     # the last uniform seed waits in the queue for the next run of the study
     assert states.count(optuna.trial.TrialState.WAITING) == 1
-    # the budget is an Optuna constraint on every trial: latency - budget (<= 0 is feasible)
+    # the budget is an Optuna constraint on every trial: latency - budget (<= 0 is feasible),
+    # by name, and where optuna-dashboard reads it (its own serializer), with the metric names
+    from optuna_dashboard._serializer import serialize_frozen_trial
+
     for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
         slack = t.user_attrs["latency_ms"] - result.budget_ms
-        assert t.constraints == {"latency_budget": pytest.approx(slack)}
+        assert t.constraints["latency_budget"] == pytest.approx(slack)
+        shown = serialize_frozen_trial(study._study_id, t, {})
+        assert shown["constraints"] == [pytest.approx(slack)]
+    assert study.metric_names == ["accuracy", "latency_ms"]
 
 
 def test_export_refuses_a_model_that_does_not_reproduce(tiny, workdir: Path) -> None:  # type: ignore[no-untyped-def]
