@@ -167,7 +167,7 @@ DASHBOARD_CONSTRAINTS = "constraints"  # the system attribute optuna-dashboard r
 
 def budget_constraint(trial: optuna.Trial, excess_ms: float) -> None:
     """The budget as the trial's constraint (``latency - budget``, <= 0 feasible): by name for
-    Optuna 5's samplers (``latency_budget``), and as the list optuna-dashboard reads (it shows
-    feasibility and leaves infeasible trials out of its Pareto front only from that list)."""
+    Optuna 5's samplers (``latency_budget``), and as the list optuna-dashboard reads (it tells
+    feasible trials from infeasible ones only from that list)."""
     trial.set_constraint("latency_budget", excess_ms)
     trial.storage.set_trial_system_attr(trial._trial_id, DASHBOARD_CONSTRAINTS, [float(excess_ms)])
