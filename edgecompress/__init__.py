@@ -9,6 +9,8 @@ Typical use::
     export(experiment, result, "model.onnx")
 """
 
+__version__ = "0.1.0"  # before the imports below: export.py records it in its manifests
+
 from edgecompress.blocks import StudentFamily
 from edgecompress.errors import EdgeCompressError, NoFeasibleTrial
 from edgecompress.experiment import Experiment, load_experiment
@@ -21,7 +23,6 @@ from edgecompress.tasks import ClassificationTask, FinetuneSettings
 from edgecompress.search import Result, open_result, search  # noqa: E402  isort: skip
 from edgecompress.export import export  # noqa: E402  isort: skip
 
-__version__ = "0.1.0"
 
 __all__ = [
     "ClassificationTask",

@@ -296,6 +296,12 @@ def _export(args: argparse.Namespace) -> int:
         f"{m['accuracy']:.4f} ({test}; verified), latency {m['latency_ms']:.4f} ms, "
         f"{m['speedup']:.1f}x the uncompressed model ({now}), budget "
         f"{manifest['budget_ms']:.4f} ms"
+        + (
+            ""
+            if manifest["feasible"]
+            else f": this trial is OVER the budget by {m['latency_ms'] - manifest['budget_ms']:.4f}"
+            " ms (exported as asked; the manifest says feasible: false)"
+        )
     )
     return 0
 

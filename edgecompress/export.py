@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import onnx
+
+from edgecompress import __version__
 from edgecompress.errors import EdgeCompressError, NoFeasibleTrial
 from edgecompress.evaluators import measure_ratio, onnx_accuracy, session
 from edgecompress.experiment import Experiment
@@ -64,6 +70,8 @@ def export(
         model = download(result, number, Path(tmp) / "model.onnx")
         _verify(experiment, model, record)
         manifest = _manifest(result, record)
+        manifest.update(_graph_names(model))
+        manifest["reproduce"] = provenance(experiment, record["trial"])
         if remeasure and measurable_here(result):
             manifest["metrics"]["latency_ms_remeasured"] = _remeasure(experiment, result, model)
         elif remeasure:  # its latency is another device's, from that device's table
@@ -172,6 +180,74 @@ def _manifest(result: Result, record: dict[str, Any]) -> dict[str, Any]:
             "exported_on": describe_device(),
         },
         "versions": package_versions(),
-        "input": "input",
-        "output": "logits",
     }
+
+
+def _graph_names(model: Path) -> dict[str, Any]:
+    """The deployed file's own input and output names, as a runtime feeds and reads them."""
+    graph = onnx.load(str(model), load_external_data=False).graph
+    initializers = {i.name for i in graph.initializer}
+    inputs = [i.name for i in graph.input if i.name not in initializers]
+    outputs = [o.name for o in graph.output]
+    return {"input": inputs[0], "output": outputs[0], "inputs": inputs, "outputs": outputs}
+
+
+def provenance(experiment: Experiment, trial: int) -> dict[str, Any]:
+    """What reproduces the exported model: the experiment file and its hash, the teacher's
+    weights' hash, each data split's hash (inputs and labels, in order), the seeds, and the
+    version and source revision of edgecompress that exported it. A hash that cannot be
+    computed is None, with the reason beside it."""
+    out: dict[str, Any] = {"experiment": experiment.ref, "experiment_name": experiment.name}
+    file = Path(experiment.ref.rsplit(":", 1)[0]) if experiment.ref else None
+    out["experiment_file_sha256"] = _sha256_file(file) if file and file.is_file() else None
+    digest = hashlib.sha256()
+    for name, tensor in sorted(experiment.model().state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    out["teacher_sha256"] = digest.hexdigest()
+    data: dict[str, str | None] = {}
+    for split in ("train", "val", "test"):
+        try:
+            x, y = experiment.task.arrays(split)
+        except ValueError:  # the task has no such split
+            data[split] = None
+            continue
+        data[split] = hashlib.sha256(
+            np.ascontiguousarray(x).tobytes() + np.ascontiguousarray(y).tobytes()
+        ).hexdigest()
+    out["data_sha256"] = data
+    out["seed"] = experiment.seed
+    out["finetune_seed"] = (
+        f"{experiment.seed + trial} (the experiment's seed plus the trial's number; a retried "
+        "trial repeats its original's)"
+    )
+    out["edgecompress"] = {"version": __version__, **_source_revision()}
+    return out
+
+
+def _sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _source_revision() -> dict[str, Any]:
+    """The git revision of the edgecompress source that runs, and whether it has uncommitted
+    changes; None (with why) for an installed wheel or where git is missing."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {"revision": None, "revision_note": "not a git checkout (an installed package)"}
+    return {"revision": head, "modified": bool(status.strip())}

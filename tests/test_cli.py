@@ -215,6 +215,12 @@ def test_search_front_export_and_the_infeasible_case(
     )
     assert code == EXIT_INFEASIBLE and "no trial within the budget" in err
     assert not (workdir / "y.onnx").exists()
+    # a trial over the budget, asked for by number: exported, and said so
+    code, out, _ = _run(
+        capsys, "export", "--storage", "sqlite:///tight.db", "--trial", "0", "-o", "z.onnx"
+    )
+    assert code == 0 and "this trial is OVER the budget by" in out
+    assert json.loads((workdir / "z.json").read_text())["feasible"] is False
 
 
 def test_space_shows_every_knob_and_every_layer_left_alone(

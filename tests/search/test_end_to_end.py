@@ -1,5 +1,6 @@
 """End to end on the tiny model: search, front, export; the export stands alone."""
 
+import hashlib
 import json
 import shutil
 from dataclasses import replace
@@ -11,8 +12,16 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+import edgecompress
 from edgecompress import EdgeCompressError, export, open_result, search
 from edgecompress.evaluators import onnx_accuracy, session
+from edgecompress.export import provenance
+
+
+def _perturbed(model: torch.nn.Module) -> torch.nn.Module:
+    with torch.no_grad():
+        next(iter(model.parameters())).view(-1)[0] += 1e-3
+    return model
 
 
 def test_search_front_export(tiny, workdir: Path) -> None:  # type: ignore[no-untyped-def]
@@ -74,6 +83,24 @@ def test_search_front_export(tiny, workdir: Path) -> None:  # type: ignore[no-un
     assert saved["target"]["threads"] == 1 and "cpu_model" in saved["target"]["searched_on"]
     assert isinstance(saved["target"]["searched_on"]["isa_flags"], list)
     assert set(saved["versions"]) >= {"torch", "onnxruntime", "optuna", "edgecompress"}
+    # the file's own input and output names, and what reproduces it
+    assert (saved["input"], saved["inputs"]) == ("input", ["input"])
+    assert saved["outputs"] == [saved["output"]]
+    assert session(alone / "model.onnx").get_outputs()[0].name == saved["output"]
+    again = saved["reproduce"]
+    assert again["experiment"] == tiny.ref and again["seed"] == tiny.seed
+    file = Path(tiny.ref.rsplit(":", 1)[0])
+    assert again["experiment_file_sha256"] == hashlib.sha256(file.read_bytes()).hexdigest()
+    assert again["finetune_seed"].startswith(f"{tiny.seed + number} ")
+    assert again["edgecompress"]["version"] == edgecompress.__version__
+    assert "revision" in again["edgecompress"]
+    x, y = tiny.task.arrays("val")
+    assert again["data_sha256"]["val"] == hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest()
+    assert again["data_sha256"]["train"] != again["data_sha256"]["val"]
+    weights = provenance(tiny, number)["teacher_sha256"]
+    assert again["teacher_sha256"] == weights  # the same teacher, hashed the same way again
+    other = replace(tiny, model=lambda: _perturbed(tiny.model()))
+    assert provenance(other, number)["teacher_sha256"] != weights
 
     # no trial is left RUNNING, and the study holds exactly what the result shows
     study = optuna.load_study(study_name="tiny", storage="sqlite:///e2e.db")
