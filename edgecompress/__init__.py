@@ -3,7 +3,7 @@
 Typical use::
 
     from edgecompress import load_experiment, search, export
-    experiment = load_experiment("examples/mnist1d.py:experiment")
+    experiment = load_experiment("edgecompress.examples.mnist1d:experiment")
     result = search(experiment, trials=24, speedup=10)
     result.front()                        # the Pareto front, a pandas DataFrame
     export(experiment, result, "model.onnx")

@@ -34,6 +34,7 @@ from edgecompress.search.storage import open_storage, redacted, study_names
 from edgecompress.targets.profile import load_profile
 
 EXIT_BAD_INPUT, EXIT_TRIALS_FAILING = 2, 4
+EXPERIMENT_HELP = "FILE.py:NAME or package.module:NAME naming an edgecompress.Experiment"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("search", help="run or resume a compression search")
-    s.add_argument("experiment", help="FILE.py:NAME naming an edgecompress.Experiment")
+    s.add_argument("experiment", help=EXPERIMENT_HELP)
     budget = s.add_mutually_exclusive_group()
     budget.add_argument("--budget-ms", type=float, help="latency budget in ms on the target")
     budget.add_argument(
@@ -150,12 +151,12 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     sp = sub.add_parser("space", help="show what a search would vary, and what it leaves alone")
-    sp.add_argument("experiment", help="FILE.py:NAME naming an edgecompress.Experiment")
+    sp.add_argument("experiment", help=EXPERIMENT_HELP)
     sp.add_argument("--format", choices=("table", "json"), default="table", help="(default table)")
     pr = sub.add_parser(
         "profile", help="measure (or show the cached) sensitivity of each layer and its cost"
     )
-    pr.add_argument("experiment", help="FILE.py:NAME naming an edgecompress.Experiment")
+    pr.add_argument("experiment", help=EXPERIMENT_HELP)
     pr.add_argument("--format", choices=("table", "csv", "json"), default="table")
     pr.add_argument("--no-progress", action="store_true", help="no progress bar")
     cli_table.add_parser(sub)

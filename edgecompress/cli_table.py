@@ -22,7 +22,7 @@ from edgecompress.targets.imports import read_run
 from edgecompress.targets.profile import LOCAL, Profile, load_profile, save_profile
 from edgecompress.targets.target import Target
 
-EXAMPLE = "examples/mnist1d.py:experiment"
+EXAMPLE = "edgecompress.examples.mnist1d:experiment"  # shipped in the package
 
 
 def add_parser(sub: Any) -> None:

@@ -156,20 +156,27 @@ class Experiment:
 
 
 def load_experiment(ref: str) -> Experiment:
-    """Import ``FILE.py:NAME`` and return the Experiment it names (refusing anything else)."""
+    """Import ``FILE.py:NAME`` (a file) or ``package.module:NAME`` (an importable module, such
+    as the built-in ``edgecompress.examples.mnist1d:experiment``) and return the Experiment it
+    names (refusing anything else)."""
     path_text, sep, name = ref.rpartition(":")
-    if not sep or not path_text.endswith(".py") or not name:
+    module_form = bool(path_text) and all(p.isidentifier() for p in path_text.split("."))
+    if not sep or not name or not (path_text.endswith(".py") or module_form):
         raise EdgeCompressError(
-            f"experiment {ref!r}: expected FILE.py:NAME, e.g. examples/mnist1d.py:experiment"
+            f"experiment {ref!r}: expected FILE.py:NAME or package.module:NAME, e.g. "
+            "examples/mnist1d.py:experiment or edgecompress.examples.mnist1d:experiment"
         )
-    path = Path(path_text).resolve()
-    if not path.is_file():
-        raise EdgeCompressError(f"experiment {ref!r}: no file {path}. Check the path.")
-    module = _import_file(path, ref)
+    if path_text.endswith(".py"):
+        path = Path(path_text).resolve()
+        if not path.is_file():
+            raise EdgeCompressError(f"experiment {ref!r}: no file {path}. Check the path.")
+        module, where, kept = _import_file(path, ref), path.name, f"{path}:{name}"
+    else:
+        module, where, kept = _import_module(path_text, ref), path_text, ref
     if not hasattr(module, name):
         found = [k for k, v in vars(module).items() if isinstance(v, Experiment)]
         raise EdgeCompressError(
-            f"experiment {ref!r}: {path.name} defines no {name!r}. "
+            f"experiment {ref!r}: {where} defines no {name!r}. "
             + (
                 f"Experiments it defines: {', '.join(found)}."
                 if found
@@ -189,7 +196,25 @@ def load_experiment(ref: str) -> Experiment:
             f"experiment {ref!r}: {name} is a {type(value).__name__}, not an "
             "edgecompress.Experiment (nor a function returning one)."
         )
-    return replace(value, ref=f"{path}:{name}")
+    return replace(value, ref=kept)
+
+
+def _import_module(dotted: str, ref: str) -> Any:
+    """The module ``dotted`` (``package.module``), imported as Python imports it."""
+    try:
+        return importlib.import_module(dotted)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and dotted.startswith(exc.name):  # the module itself is missing
+            raise EdgeCompressError(
+                f"experiment {ref!r}: no module named {exc.name!r}. Check the name, or give "
+                "the file as FILE.py:NAME."
+            ) from None
+        raise EdgeCompressError(  # the module imports something that is not installed
+            f"experiment {ref!r}: importing {dotted} failed ({type(exc).__name__}: {exc})."
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - report the user's import error
+        last = traceback.format_exception_only(type(exc), exc)[-1].strip()
+        raise EdgeCompressError(f"experiment {ref!r}: importing {dotted} failed: {last}") from None
 
 
 def _import_file(path: Path, ref: str) -> Any:

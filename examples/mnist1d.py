@@ -1,20 +1,8 @@
-"""The built-in example: compress a wide 1D CNN trained on MNIST-1D.
-
-    edgecompress search examples/mnist1d.py:experiment --speedup 10 --trials 24 --workers 2
-
-Copy this file for your own model: ``model`` returns your trained model (a fresh instance per
-call), ``example_input`` is one batch it accepts, ``task`` holds your data loaders.
+"""The built-in example ``edgecompress.examples.mnist1d``, shipped inside the package (its file,
+``edgecompress/examples/mnist1d.py``, is the one to copy for your own model). This path keeps
+working in a clone: ``edgecompress search examples/mnist1d.py:experiment ...``.
 """
 
-import torch
+from edgecompress.examples.mnist1d import experiment
 
-from edgecompress import Experiment, FinetuneSettings, Target
-from edgecompress.tasks import mnist1d
-
-experiment = Experiment(
-    name="mnist1d",
-    model=mnist1d.teacher,  # trained on first use (a few minutes), then cached
-    example_input=torch.zeros(1, 40),
-    task=mnist1d.task(finetune=FinetuneSettings(epochs=8, temperature=4.0, kd_weight=0.7)),
-    target=Target(name="local-cpu", threads=1, batch_size=1),
-)
+__all__ = ["experiment"]

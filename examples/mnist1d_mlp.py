@@ -1,20 +1,8 @@
-"""A Linear-heavy example: compress an MLP trained on MNIST-1D.
-
-    edgecompress search examples/mnist1d_mlp.py:experiment --speedup 5 --trials 24 --workers 2
-
-Four hidden layers of 1024 units: int4 weights (MatMulNBits) and dynamic int8 act on exactly
-such MatMuls, where on the convolutions of examples/mnist1d.py they do not apply or pay off.
+"""The built-in example ``edgecompress.examples.mnist1d_mlp``, shipped inside the package (its file,
+``edgecompress/examples/mnist1d_mlp.py``, is the one to copy for your own model). This path keeps
+working in a clone: ``edgecompress search examples/mnist1d_mlp.py:experiment ...``.
 """
 
-import torch
+from edgecompress.examples.mnist1d_mlp import experiment
 
-from edgecompress import Experiment, FinetuneSettings, Target
-from edgecompress.tasks import mnist1d
-
-experiment = Experiment(
-    name="mnist1d-mlp",
-    model=mnist1d.mlp_teacher,  # trained on first use (under a minute), then cached
-    example_input=torch.zeros(1, 40),
-    task=mnist1d.task(finetune=FinetuneSettings(epochs=8, temperature=4.0, kd_weight=0.7)),
-    target=Target(name="local-cpu", threads=1, batch_size=1),
-)
+__all__ = ["experiment"]

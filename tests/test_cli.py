@@ -52,8 +52,26 @@ def test_experiment_path_errors(workdir: Path, capsys: pytest.CaptureFixture[str
     code, _, err = _run(capsys, "search", "other.py:experiment", "--speedup", "2", "--trials", "2")
     assert code == EXIT_BAD_INPUT and "defines no 'experiment'" in err and "exp" in err
     code, _, err = _run(capsys, "search", "other.py", "--speedup", "2", "--trials", "2")
-    assert code == EXIT_BAD_INPUT and "FILE.py:NAME" in err
+    assert code == EXIT_BAD_INPUT and "FILE.py:NAME or package.module:NAME" in err
+    # the module form: a module that does not exist, one that does but names no experiment
+    for ref, said in (
+        ("edgecompress.examples.nope:experiment", "no module named 'edgecompress.examples.nope'"),
+        ("edgecompress.examples.mnist1d:nothing", "edgecompress.examples.mnist1d defines no"),
+        ("not-a module:experiment", "expected FILE.py:NAME or package.module:NAME"),
+    ):
+        code, _, err = _run(capsys, "search", ref, "--speedup", "2", "--trials", "2")
+        assert code == EXIT_BAD_INPUT and said in err, err
     assert not list(workdir.glob("*.db"))  # nothing was created
+
+
+def test_the_examples_load_by_module_and_by_their_files_in_a_clone() -> None:
+    from edgecompress import load_experiment
+
+    for name in ("mnist1d", "mnist1d_mlp"):
+        shipped = load_experiment(f"edgecompress.examples.{name}:experiment")
+        assert shipped.ref == f"edgecompress.examples.{name}:experiment"  # as workers import it
+        clone = load_experiment(f"{Path(__file__).parent.parent}/examples/{name}.py:experiment")
+        assert clone.name == shipped.name and clone.model is shipped.model
 
 
 def test_a_rejected_input_shape(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
