@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -52,6 +54,7 @@ def export(
     *,
     trial: int | None = None,
     remeasure: bool = True,
+    formats: tuple[str, ...] = ("onnx",),
 ) -> dict[str, Any]:
     """Writes ``path`` (.onnx) and the manifest beside it (.json); returns the manifest.
 
@@ -59,10 +62,19 @@ def export(
     on the validation (and test) split, recomputed now in ONNX Runtime, must equal the recorded
     one. An existing file at ``path`` is replaced only once that check passed.
     ``remeasure`` also times it again against the reference and records that latency.
+    ``formats``: ``"ort"`` also writes the ONNX Runtime Mobile format beside it (``.ort``,
+    converted by ONNX Runtime's own converter), checked the same way (its accuracy must equal
+    the recorded one) and re-measured; the manifest's ``formats`` describes each file.
     """
     path = Path(path)
     if path.suffix != ".onnx":
         raise EdgeCompressError(f"export path {str(path)!r} must end in .onnx")
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise EdgeCompressError(
+            f"export formats {unknown} are not known: choose among {', '.join(FORMATS)} (the "
+            ".onnx file is always written)."
+        )
     _check_writable(path)
     number = pick_trial(result, trial)
     record = result.records(result.trials[result.trials["trial"] == number])[0]
@@ -72,12 +84,32 @@ def export(
         manifest = _manifest(result, record)
         manifest.update(_graph_names(model))
         manifest["reproduce"] = provenance(experiment, record["trial"])
-        if remeasure and measurable_here(result):
+        here = remeasure and measurable_here(result)
+        if here:
             manifest["metrics"]["latency_ms_remeasured"] = _remeasure(experiment, result, model)
         elif remeasure:  # its latency is another device's, from that device's table
             manifest["metrics"]["latency_ms_remeasured"] = None
+        files = {"onnx": {"file": path.name, "size_mb": model.stat().st_size / 1e6}}
+        converted = {}
+        if "ort" in formats:
+            converted["ort"] = _to_ort(model, Path(tmp) / "ort")
+            _verify(experiment, converted["ort"], record, what="converted .ort model")
+            files["ort"] = {
+                "file": path.with_suffix(".ort").name,
+                "size_mb": converted["ort"].stat().st_size / 1e6,
+                "accuracy_verified": True,
+                # ONNX Runtime's "fixed" optimizations at level "all": the graph as this
+                # machine's CPU runs it (its layout optimizations included)
+                "optimized_for": describe_device()["cpu_model"],
+                "latency_ms_remeasured": _remeasure(experiment, result, converted["ort"])
+                if here
+                else None,
+            }
+        manifest["formats"] = files
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            for suffix, file in converted.items():
+                _replace(path.with_suffix(f".{suffix}"), file.read_bytes())
             _replace(path, model.read_bytes())
             _replace(
                 path.with_suffix(".json"),
@@ -121,7 +153,9 @@ def _replace(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _verify(experiment: Experiment, model: Path, record: dict[str, Any]) -> None:
+def _verify(
+    experiment: Experiment, model: Path, record: dict[str, Any], what: str = "stored model"
+) -> None:
     """The file's accuracies, recomputed in ONNX Runtime now, equal the recorded ones."""
     splits = [("val", "accuracy")]
     if experiment.task.test is not None and record["test_accuracy"] is not None:
@@ -129,11 +163,51 @@ def _verify(experiment: Experiment, model: Path, record: dict[str, Any]) -> None
     for split, key in splits:
         now = onnx_accuracy(model, *experiment.task.arrays(split))
         if now != record[key]:
-            raise EdgeCompressError(
-                f"trial {record['trial']}: the stored model's {split} accuracy is {now:.6f} here, "
-                f"but the study recorded {record[key]:.6f}. Nothing was written. The model or "
-                "the data changed since the search (another experiment file, other data?)."
+            why = (
+                "The model or the data changed since the search (another experiment file, "
+                "other data?)."
+                if what == "stored model"
+                else "The conversion changed the model's outputs; export the .onnx alone."
             )
+            raise EdgeCompressError(
+                f"trial {record['trial']}: the {what}'s {split} accuracy is {now:.6f} here, "
+                f"but the study recorded {record[key]:.6f}. Nothing was written. {why}"
+            )
+
+
+FORMATS = ("onnx", "ort")
+
+
+def _to_ort(model: Path, folder: Path) -> Path:
+    """``model`` in the ONNX Runtime Mobile format (``.ort``), by ONNX Runtime's converter with
+    its fixed optimizations (the graph as this runtime optimizes it)."""
+    from onnxruntime.tools.convert_onnx_models_to_ort import (
+        OptimizationStyle,
+        convert_onnx_models_to_ort,
+    )
+
+    folder.mkdir(parents=True, exist_ok=True)
+    source = folder / model.name
+    source.write_bytes(model.read_bytes())
+    said = io.StringIO()  # the converter prints its progress; kept out of the user's output
+    try:
+        with contextlib.redirect_stdout(said):
+            convert_onnx_models_to_ort(
+                source, output_dir=folder, optimization_styles=[OptimizationStyle.Fixed]
+            )
+    except Exception as exc:  # noqa: BLE001 - the converter's own failure, reported
+        raise EdgeCompressError(
+            f"ONNX Runtime could not convert the model to .ort ({type(exc).__name__}: "
+            f"{str(exc)[:300]}). Nothing was written; export the .onnx alone."
+        ) from None
+    found = sorted(folder.glob(f"{model.stem}*.ort"))
+    if not found:
+        raise EdgeCompressError(
+            "ONNX Runtime's converter wrote no .ort file ("
+            + " / ".join(said.getvalue().strip().splitlines()[-2:])
+            + "). Nothing was written; export the .onnx alone."
+        )
+    return found[0]
 
 
 def _remeasure(experiment: Experiment, result: Result, model: Path) -> float:

@@ -192,9 +192,26 @@ def test_search_front_export_and_the_infeasible_case(
     assert code == 0 and "budget" in out and "meets" in out
     code, out, _ = _run(capsys, "front", "--storage", db, "--format", "csv")
     assert code == 0 and out.splitlines()[0].startswith("trial,accuracy")
-    code, out, _ = _run(capsys, "export", "--storage", db, "--best", "-o", "out/best.onnx")
+    code, out, _ = _run(
+        capsys, "export", "--storage", db, "--best", "-o", "out/best.onnx", "--format", "onnx,ort"
+    )
     assert code == 0 and (workdir / "out" / "best.onnx").exists()
     manifest = json.loads((workdir / "out" / "best.json").read_text())
+    # the ONNX Runtime Mobile file beside it: loads, verified, re-measured, described
+    ort = manifest["formats"]["ort"]
+    assert ort["file"] == "best.ort" and ort["accuracy_verified"] is True
+    assert ort["latency_ms_remeasured"] > 0 and "best.ort" in out
+    from edgecompress import load_experiment
+    from edgecompress.evaluators import onnx_accuracy
+
+    x, y = load_experiment(TINY).task.arrays("val")
+    assert onnx_accuracy(workdir / "out" / "best.ort", x, y) == manifest["metrics"]["accuracy"]
+    assert manifest["formats"]["onnx"]["file"] == "best.onnx"
+    with pytest.raises(SystemExit) as exit_:
+        main(["export", "--storage", db, "--best", "-o", "o.onnx", "--format", "onnx,tflite"])
+    refused = capsys.readouterr().err
+    assert exit_.value.code == 2 and "write the formats as onnx or onnx,ort" in refused
+    assert not (workdir / "o.onnx").exists()
     assert f"{manifest['metrics']['speedup']:.1f}x the uncompressed model" in out
     assert manifest["trial"] == front[0]["trial"] and manifest["feasible"]
     # the recipe that made the deployed file travels with it
