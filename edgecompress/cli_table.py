@@ -224,4 +224,5 @@ def _validate(args: argparse.Namespace) -> int:
         f"measurement's own noise {summary['noise_pct']:.1f}% (two measurements of one model, "
         f"in two processes, agree within +-10% for {100 * summary['repeat_within_10pct']:.0f}%)"
     )
+    print(f"verdict: {summary['verdict']}" if summary["verdict"] else summary["refused"])
     return 0

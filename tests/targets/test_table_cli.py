@@ -160,5 +160,12 @@ def test_validation_reports_how_often_two_measurements_agree() -> None:
     assert summary["within_10pct"] == 0.75  # 1.02 is 15% under 1.2
     assert summary["repeat_within_10pct"] == 0.75  # 0.95 against 1.1 is not
     assert summary["noise_pct"] == pytest.approx(100 * (0.05 / 1.05 + 0.02) / 2)
+    # a quarter of the repeats more than 10% apart: too noisy to judge the table by
+    assert summary["verdict"] is None and "no verdict" in summary["refused"]
+    assert "within +-10% for 75%" in summary["refused"]
+    quiet = rows.assign(repeat_ms=rows["measured_ms"] * 1.01)
+    judged = Validation(quiet).summary()
+    assert judged["refused"] is None
+    assert judged["verdict"] == "75% of the plans predicted within +-10% of measured"
     with pytest.raises(EdgeCompressError, match="no plan of the space could be built"):
         Validation(rows.iloc[:0]).summary()
