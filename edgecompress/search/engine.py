@@ -41,6 +41,7 @@ from edgecompress.search.strategies import Context, Strategy, strategy_named
 from edgecompress.search.study import (
     check_costing,
     check_resume,
+    clean_staging,
     create,
     ensure_baselines,
     recover_interrupted,
@@ -193,6 +194,7 @@ def open_ledger(
         study_name=name, storage=store, sampler=strategy.sampler(experiment.seed + runs)
     )
     recover_interrupted(loaded)
+    clean_staging(loaded, Path(meta["artifacts"]) / "staging")  # files of interrupted trials
     ensure_baselines(loaded, space, uniform=strategy.uniform_seeds)
     stored = Costing.from_dict(meta["costing"]) if meta.get("costing") else None
     context = Context(

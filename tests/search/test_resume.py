@@ -145,7 +145,8 @@ def test_a_time_limit_stops_starting_trials_and_the_study_resumes(
     tiny, workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
     """``timeout_s``: once it has passed no trial starts; what finished is kept and a later run
-    resumes from it. The clock is moved past the limit once two trials are complete."""
+    resumes from it (and removes the files interrupted trials left in staging). The clock is
+    moved past the limit once two trials are complete."""
     from edgecompress.search import ledger
 
     storage = "sqlite:///timeout.db"
@@ -164,10 +165,28 @@ def test_a_time_limit_stops_starting_trials_and_the_study_resumes(
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     assert result.stopped is not None and "1m" in result.stopped and "2 of 4" in result.stopped
     first = {t.number: t.datetime_complete for t in _complete(storage)}
+    # a file an interrupted trial left where trials' files wait to be stored: the next run of
+    # the study, with no trial running, removes it
+    staging = Path(result.meta["artifacts"]) / "staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    (staging / "left-by-a-killed-trial.onnx").write_bytes(b"onnx")
     monkeypatch.setattr(ledger, "now", real)
     again = search(tiny, trials=3, storage=storage, progress=False, strategy="tpe")
     assert again.stopped is None and len(_complete(storage)) == 3
+    assert not (staging / "left-by-a-killed-trial.onnx").exists()
     later = {t.number: t.datetime_complete for t in _complete(storage)}
     assert all(later[n] == finished for n, finished in first.items())  # not rerun
     with pytest.raises(EdgeCompressError, match="--timeout must be a positive time"):
         search(tiny, trials=4, storage=storage, progress=False, timeout_s=float("nan"))
+
+
+def test_staging_is_cleaned_only_when_no_trial_runs(tmp_path: Path) -> None:
+    from edgecompress.search.study import clean_staging
+
+    study = optuna.create_study()
+    (tmp_path / "a.onnx").write_bytes(b"x")
+    trial = study.ask()  # a live search's trial: its file may be the one waiting there
+    assert clean_staging(study, tmp_path) == 0 and (tmp_path / "a.onnx").exists()
+    study.tell(trial, 1.0)
+    assert clean_staging(study, tmp_path) == 1 and not list(tmp_path.iterdir())
+    assert clean_staging(study, tmp_path / "never-made") == 0
