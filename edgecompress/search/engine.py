@@ -359,6 +359,8 @@ def search(
     timeout_s: float | None = None,
 ) -> Result:
     """Run (or resume) the study until ``trials`` trials are complete; return its result.
+    Trials another live driver of the same study is running count toward ``trials`` (they
+    will complete), so several drivers on one study do not overshoot it.
 
     ``trials`` counts all completed trials of the study, the two baselines (the teacher, and
     in int8) and the three uniform seeds (one pruning ratio for every group) included; plans

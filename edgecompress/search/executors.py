@@ -107,7 +107,7 @@ def run_in_process(
     ledger: Ledger, experiment: Experiment, reference: Reference, total: int, on_done: OnDone
 ) -> None:
     loop = Loop(ledger, on_done)
-    while ledger.completed() < total and not ledger.out_of_time():
+    while not ledger.enough(total) and not ledger.out_of_time():
         trial, plan = ledger.ask()
         try:
             outcome = run_trial(

@@ -69,6 +69,19 @@ class Ledger:
     def completed(self) -> int:
         return len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
+    def running_elsewhere(self) -> int:
+        """Trials of the study another driver is running (one still alive: those of a driver
+        that is gone were failed when this one opened the study). They count toward the
+        total: two drivers asked for 10 trials each completed one each past it."""
+        me = driver_id()
+        running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        return sum(1 for t in running if t.user_attrs.get("driver") != me)
+
+    def enough(self, total: int, mine: int = 0) -> bool:
+        """Whether the study has ``total`` trials complete or on their way (``mine``: this
+        driver's own running trials)."""
+        return self.completed() + mine + self.running_elsewhere() >= total
+
     def seed_of(self, trial: optuna.Trial) -> int:
         return self.seed + int(trial.user_attrs.get("retry_of", trial.number))
 

@@ -112,7 +112,7 @@ def run_on_ray(
         searcher.fail_unfinished("interrupted: the search was stopped")
         ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)
-    if ledger.completed() < total:
+    if not ledger.enough(total):
         if searcher.stop_error:
             raise searcher.stop_error
         if not ledger.out_of_time():  # the time limit ends a search early; nothing else does
@@ -147,7 +147,7 @@ def _searcher_class() -> type:
             return True  # the space lives in the ledger
 
         def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
-            enough = self.ledger.completed() + len(self.live) >= self.total
+            enough = self.ledger.enough(self.total, mine=len(self.live))
             if self.stop_error or enough or self.ledger.out_of_time():
                 # None: ask again later (a running trial may still fail); FINISHED: done
                 return None if self.live and not self.stop_error else Searcher.FINISHED

@@ -62,3 +62,28 @@ def test_a_study_without_settings_is_waited_for_only_while_it_is_new(workdir: Pa
     with pytest.raises(EdgeCompressError, match="not created by edgecompress"):
         engine._settled("theirs", store)
     assert time.monotonic() - started < engine.SETTLE_S / 2
+
+
+def test_a_driver_counts_the_trials_another_driver_runs_toward_the_total() -> None:
+    """Two drivers asked for 10 trials each completed one each past it (issue 15): a trial
+    another live driver is running counts toward the total; this driver's own do not count
+    twice, and a finished study is left alone."""
+    from edgecompress.search.executors import run_in_process
+    from edgecompress.search.ledger import Ledger
+    from edgecompress.search.study import driver_id
+    from edgecompress.spaces import KnobSpace
+
+    study = optuna.create_study()
+    study.tell(study.ask(), 1.0)  # one complete
+    theirs = study.ask()
+    theirs.set_user_attr("driver", "another-host:123:456")  # running on another driver
+    ledger = Ledger(study, KnobSpace(()), ("accuracy", "latency_ms"))
+    assert ledger.running_elsewhere() == 1
+    assert ledger.enough(2) and not ledger.enough(3)
+    asked: list[int] = []
+    run_in_process(ledger, None, None, 2, lambda t, o: asked.append(t.number))  # type: ignore[arg-type]
+    assert not asked and len(study.trials) == 2  # nothing started: 1 complete + 1 running
+    mine = study.ask()
+    mine.set_user_attr("driver", driver_id())
+    assert ledger.running_elsewhere() == 1  # its own running trial is not another's
+    assert ledger.enough(3, mine=1)
