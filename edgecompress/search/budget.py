@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from edgecompress.errors import EdgeCompressError
@@ -40,7 +41,12 @@ def extreme_plans(space: Space) -> list[Plan]:
     """The most compressed plans of the space without fine-tuning: the fastest pruning and
     student in fp32 and in int8, each with and without the lowest ranks (factorizing, like
     int8, may or may not be faster on a given CPU)."""
-    plans: dict[str, Plan] = {}
+    return [plan for plan, _ in _extremes(space)]
+
+
+def _extremes(space: Space) -> list[tuple[Plan, dict[str, Any]]]:
+    """``extreme_plans``, each with the knob parameters it was built from."""
+    plans: dict[str, tuple[Plan, dict[str, Any]]] = {}
     variants = (("teacher", False), ("int8", False), ("teacher", True), ("int8", True))
     for kind, factorize in variants:
         params: dict[str, Any] = baseline_params(space, kind)
@@ -48,10 +54,13 @@ def extreme_plans(space: Space) -> list[Plan]:
             wanted = k.section in ("prune", "student") or (factorize and k.section == "rank")
             if k.fastest is not None and wanted:
                 params[k.name] = k.param(k.fastest)
-        plan = replay(space, params)
-        plan = Plan({**plan.to_dict(), "finetune.epochs": 0})
-        plans[plan.key] = plan
+        plan = _untrained(replay(space, params))
+        plans[plan.key] = (plan, params)
     return list(plans.values())
+
+
+def _untrained(plan: Plan) -> Plan:
+    return Plan({**plan.to_dict(), "finetune.epochs": 0})
 
 
 def fastest_reachable_ms(
@@ -60,16 +69,41 @@ def fastest_reachable_ms(
     """Measured latency of the most compressed plans: the floor of what the space can reach."""
     probe = LatencyProbe(experiment, reference, reference_ms)
     best = float("inf")
-    for plan in extreme_plans(space):
+    for plan, params in _extremes(space):
         try:
             best = min(best, probe(plan))
         except Exception as exc:  # noqa: BLE001 - InvalidPlan, or a model that breaks
+            culprit = breaking_knob(space, probe, params)
             raise EdgeCompressError(
                 f"the most compressed plan of the space cannot be built "
-                f"({type(exc).__name__}: {str(exc)[:300]}); lower the largest pruning ratio "
-                "or exclude the layer named (Experiment.exclude), or narrow the space."
+                f"({type(exc).__name__}: {str(exc)[:300]}). {culprit}"
             ) from None
     return best
+
+
+def breaking_knob(space: Space, probe: Callable[[Plan], float], params: dict[str, Any]) -> str:
+    """Which knob of the plan built from ``params`` breaks the model: each compressed knob set
+    alone on the uncompressed plan, in the space's order, until one fails; and what to do."""
+    base = baseline_params(space, "teacher")
+    for knob in space.knobs():
+        value = params.get(knob.name)
+        if value is None or knob.kind == "fixed" or value == base.get(knob.name):
+            continue
+        try:
+            probe(_untrained(replay(space, {**base, knob.name: value})))
+        except Exception as exc:  # noqa: BLE001 - this knob alone breaks it
+            ordered = knob.kind == "ordinal" and isinstance(value, int)
+            shown = knob.choices[value] if ordered else value
+            layers = ", ".join(knob.layers[:3]) or knob.name
+            return (
+                f"The knob {knob.name} at {shown} breaks the model alone "
+                f"({type(exc).__name__}: {str(exc)[:200]}); it covers {layers}. Exclude that "
+                "layer (Experiment.exclude), or lower that knob's most compressed value."
+            )
+    return (
+        "No knob breaks the model alone: the combination does. Lower the largest pruning "
+        "ratio (AutoSpace.max_prune), or narrow the space."
+    )
 
 
 def check_reachable(budget_ms: float, fastest_ms: float, reference_ms: float) -> None:

@@ -199,3 +199,29 @@ def test_compressed_at_weighs_sections_and_refuses_the_unreachable() -> None:
     weights = {"prune": 1.0, "student": 1.0}
     assert compressed_at(space, _shrinking, target_ms=0.07, base=base, weights=weights) is None
     assert compressed_at(space, _shrinking, target_ms=0.5, base=base, weights={}) is None
+
+
+def test_the_knob_that_breaks_the_most_compressed_plan_is_named() -> None:
+    """A plan that cannot be built names the knob that breaks it alone, with its value and
+    layers (a MiniLM's refusal named none, issue 14); a combination is said to be one."""
+    from edgecompress.search.budget import _extremes, breaking_knob
+
+    space = _two_sections()
+    (plan, params), *_ = _extremes(space)
+    assert {plan["prune.a"], plan["prune.b"], plan["student.width"]} == {0.9, 0.25}
+
+    def breaks_on_b(p: Plan) -> float:
+        if float(p["prune.b"]) >= 0.9:
+            raise RuntimeError("shape '[1, 16, -1, 32]' is invalid for input of size 608")
+        return 1.0
+
+    said = breaking_knob(space, breaks_on_b, params)
+    assert said.startswith("The knob prune.b at 0.9 breaks the model alone (RuntimeError: shape")
+    assert "Exclude that layer" in said
+
+    def breaks_together(p: Plan) -> float:
+        if float(p["prune.a"]) >= 0.9 and float(p["prune.b"]) >= 0.9:
+            raise RuntimeError("boom")
+        return 1.0
+
+    assert breaking_knob(space, breaks_together, params).startswith("No knob breaks the model")
