@@ -58,7 +58,7 @@ def channel_groups(
     covered = {layer for g in groups for layer in g.layers}
     read_directly = weights_read_directly(model)
     for name in weight_layers(model):
-        if name in read_directly:
+        if name in read_directly and name not in covered:  # a group's knob narrows it anyway
             reason = (
                 "its parent (attention, a fused transformer layer) reads the weight itself: "
                 "narrowed only with the embedding width, if at all"

@@ -175,3 +175,24 @@ def test_slimming_gets_its_l1_strength_knob_once(tiny) -> None:  # type: ignore[
 def test_ranges_off_the_knob_grid_are_refused(settings: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="grid"):
         AutoSpace(**settings)  # type: ignore[arg-type]
+
+
+def test_no_layer_is_both_a_knob_and_left_alone_by_the_same_technique() -> None:
+    """``nn.TransformerEncoder``'s feed-forward layers: pruned by their group's knob, and were
+    also listed as left alone by pruning, for a parent that reads their weights (issue 14)."""
+    layer = torch.nn.TransformerEncoderLayer(32, 4, 64, batch_first=True, dropout=0.0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(8, 32),
+        torch.nn.TransformerEncoder(layer, 2, enable_nested_tensor=False),
+        torch.nn.Linear(32, 4),
+    ).eval()
+    space = AutoSpace().build(model, torch.zeros(1, 6, 8), finetune=SETTINGS)
+    sections = {"prune": "prune", "rank": "rank", "bits": "bits"}
+    knobbed = {
+        (k.section, layer) for k in space.knobs() if k.section in sections for layer in k.layers
+    }
+    left = {(s.technique, s.layer) for s in space.skipped if s.technique in sections}
+    assert ("prune", "1.layers.0.linear1") in knobbed  # the feed-forward width is searched
+    assert not knobbed & left, sorted(knobbed & left)
+    # a projection no knob narrows is still said to be left alone, and why
+    assert ("prune", "1.layers.0.self_attn.out_proj") in left
