@@ -175,7 +175,7 @@ def figure_matplotlib(drawn: Elements) -> Any:
             label=front.name,
         )
     for s in drawn.series:
-        style = STYLE.get(s.name, {"marker": "o", "color": "#888888"})
+        style = STYLE[s.name]
         axes.scatter(s.latency_ms, s.accuracy, s=28, label=s.name, zorder=3, **style)
     if drawn.highlight is not None:
         h = drawn.highlight
@@ -233,8 +233,13 @@ def figure_html(drawn: Elements) -> Any:
                 hoverinfo="skip",
             )
         )
-    for s in drawn.series:
-        style = STYLE.get(s.name, {"marker": "o", "color": "#888888"})
+    marked = [
+        (s, {"symbol": PLOTLY_MARKERS[STYLE[s.name]["marker"]], "color": STYLE[s.name]["color"]})
+        for s in drawn.series
+    ]
+    if drawn.highlight is not None:
+        marked.append((drawn.highlight, {"symbol": "star-open", "size": 18, "color": "#d62728"}))
+    for s, marker in marked:
         figure.add_trace(
             go.Scatter(
                 x=s.latency_ms,
@@ -243,20 +248,7 @@ def figure_html(drawn: Elements) -> Any:
                 name=s.name,
                 text=s.labels,
                 hoverinfo="text",
-                marker={"symbol": PLOTLY_MARKERS[style["marker"]], "color": style["color"]},
-            )
-        )
-    if drawn.highlight is not None:
-        h = drawn.highlight
-        figure.add_trace(
-            go.Scatter(
-                x=h.latency_ms,
-                y=h.accuracy,
-                mode="markers",
-                name=h.name,
-                text=h.labels,
-                hoverinfo="text",
-                marker={"symbol": "star-open", "size": 18, "color": "#d62728"},
+                marker=marker,
             )
         )
     figure.add_vline(x=drawn.budget_ms, line_dash="dash", line_color="#c44e52")

@@ -1,15 +1,14 @@
 """The picture of a study: what it shows (the elements both renderers draw), and the files."""
 
-import math
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from edgecompress.errors import EdgeCompressError
 from edgecompress.search import Result
-from edgecompress.search.front import COLUMNS
 from edgecompress.search.plot import elements, figure_html, figure_matplotlib
+
+from .test_front import _result as _made  # type: ignore[import-not-found]
 
 ROWS = [  # trial, accuracy, latency, baseline, proposed_by
     (0, 0.99, 2.0, "teacher", ""),
@@ -23,33 +22,13 @@ ROWS = [  # trial, accuracy, latency, baseline, proposed_by
 
 
 def _result(max_drop: float | None = None) -> Result:
-    frame = pd.DataFrame(
-        [
-            {
-                "trial": n,
-                "accuracy": acc,
-                "test_accuracy": math.nan,
-                "latency_ms": lat,
-                "size_mb": 1.0,
-                "feasible": lat <= 0.32,
-                "violation_ms": max(0.0, lat - 0.32),
-                "baseline": baseline,
-                "proposed_by": proposed,
-                "plan": {},
-            }
-            for n, acc, lat, baseline, proposed in ROWS
-        ],
-        columns=COLUMNS,
+    result = _made([(n, acc, lat) for n, acc, lat, _, _ in ROWS], budget_ms=0.32)
+    result.trials["baseline"] = [baseline for *_, baseline, _ in ROWS]
+    result.trials["proposed_by"] = [proposed for *_, proposed in ROWS]
+    result.meta.update(
+        target={"name": "local-cpu"}, device={"cpu_model": "some CPU"}, max_drop=max_drop
     )
-    meta = {
-        "budget_ms": 0.32,
-        "objectives": ["accuracy", "latency_ms"],
-        "reference_latency_ms": 2.0,
-        "target": {"name": "local-cpu"},
-        "device": {"cpu_model": "some CPU"},
-        "max_drop": max_drop,
-    }
-    return Result("s", meta, frame, failed=0, artifacts={})
+    return result
 
 
 def _names(drawn) -> dict[str, list[int]]:  # type: ignore[no-untyped-def]

@@ -415,6 +415,30 @@ def test_max_drop_splits_the_bracket_around_a_step_still_running() -> None:
     assert max(gaps) < (within / outside) ** 0.75
 
 
+def _ran(
+    study: optuna.Study,
+    space: Any,
+    params: dict[str, Any] | None,
+    what: str | tuple[str, dict[str, Any]] | None,
+    accuracy: float,
+    latency: float,
+) -> None:
+    """A finished trial told to ``study``: ``params`` sampled (None: none), ``what`` a
+    baseline's name or a proposal's (label, settings)."""
+    if params is not None:
+        study.enqueue_trial(params)
+    trial = study.ask()
+    if params is not None:
+        space.sample(trial)
+    if isinstance(what, str):
+        trial.set_user_attr("baseline", what)
+    elif what is not None:
+        trial.set_user_attr(ATTR, {"label": what[0], "settings": what[1]})
+    trial.set_user_attr("accuracy", accuracy)
+    trial.set_user_attr("latency_ms", latency)
+    study.tell(trial, [accuracy, latency])
+
+
 def test_a_uniform_plan_outside_the_drop_does_not_end_the_walk() -> None:
     """The bracket's far end is the allocations': a uniform plan just faster than the fastest
     plan within the drop, and outside it (the MLP's seed 0), says nothing of an allocation
@@ -427,21 +451,10 @@ def test_a_uniform_plan_outside_the_drop_does_not_end_the_walk() -> None:
     strategy._profile = profile
     context = replace(_context(space, _shrinking, budget_ms=0.8, fastest_ms=0.0), max_drop=0.01)
     study = optuna.create_study(directions=["maximize", "minimize"])
-    ran = [  # (label, settings, accuracy, latency)
-        ("teacher", None, 0.99, 1.0),
-        ("allocation at budget", {"aim": 1.0}, 0.99, 0.5),
-        ("uniform at budget", {"uniform": True, "aim": 1.0}, 0.94, 0.48),
-        ("allocation at 0.4 x budget", {"aim": 0.4}, 0.94, 0.25),
-    ]
-    for label, settings, accuracy, latency in ran:
-        trial = study.ask()
-        if settings is None:
-            trial.set_user_attr("baseline", "teacher")
-        else:
-            trial.set_user_attr(ATTR, {"label": label, "settings": settings})
-        trial.set_user_attr("accuracy", accuracy)
-        trial.set_user_attr("latency_ms", latency)
-        study.tell(trial, [accuracy, latency])
+    _ran(study, space, None, "teacher", 0.99, 1.0)
+    _ran(study, space, None, ("allocation at budget", {"aim": 1.0}), 0.99, 0.5)
+    _ran(study, space, None, ("uniform at budget", {"uniform": True, "aim": 1.0}), 0.94, 0.48)
+    _ran(study, space, None, ("allocation at 0.4 x budget", {"aim": 0.4}), 0.94, 0.25)
     ladder = {"reach": True, "least": 0.57, "floor_ms": 0.4, "aims": [0.57]}
     step = strategy._toward_drop(study, context, ladder)
     assert step is not None and step.label == f"{DROP} 1"
@@ -464,19 +477,9 @@ def test_a_step_out_of_reach_is_tried_again_halfway_back() -> None:
     strategy._profile = profile
     context = replace(_context(space, _shrinking, budget_ms=0.8, fastest_ms=0.0), max_drop=0.01)
     study = optuna.create_study(directions=["maximize", "minimize"])
-    plans = [  # (params, baseline, accuracy, latency): the teacher, a student plan within
-        ({"prune.a": 0.0, "prune.b": 0.0, "student.width": 1.0}, "teacher", 0.99, 1.0),
-        ({"prune.a": 0.9, "prune.b": 0.9, "student.width": 0.6}, None, 0.99, 0.11),
-    ]
-    for params, baseline, accuracy, latency in plans:
-        study.enqueue_trial(params)
-        trial = study.ask()
-        space.sample(trial)
-        if baseline:
-            trial.set_user_attr("baseline", baseline)
-        trial.set_user_attr("accuracy", accuracy)
-        trial.set_user_attr("latency_ms", latency)
-        study.tell(trial, [accuracy, latency])
+    # the teacher, and a student plan within the drop
+    _ran(study, space, {"prune.a": 0.0, "prune.b": 0.0, "student.width": 1.0}, "teacher", 0.99, 1)
+    _ran(study, space, {"prune.a": 0.9, "prune.b": 0.9, "student.width": 0.6}, None, 0.99, 0.11)
     ladder = {"reach": True, "least": 0.3, "floor_ms": 0.15, "aims": [0.3]}
     step = strategy._toward_drop(study, context, ladder)
     assert step is not None and step.label == f"{DROP} 1"
