@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgecompress.inputs import call
 from edgecompress.modules import WEIGHT_LAYERS, weights_read_directly
 
 CONTAINERS = (nn.Sequential, nn.ModuleList)
@@ -64,7 +65,7 @@ class _Calls:
     output: torch.Tensor | None = None
 
 
-def find_stages(model: nn.Module, example_input: torch.Tensor) -> list[Stage]:
+def find_stages(model: nn.Module, example_input: Any) -> list[Stage]:
     """The stages of ``model`` in model order, named ``stage0``, ``stage1``, ...; none (an empty
     list) when nothing can be dropped. Runs one forward pass on a copy; ``model`` is untouched.
 
@@ -131,7 +132,7 @@ def _units(model: nn.Module, container_name: str, container: nn.Module) -> list[
     return units
 
 
-def _trace(model: nn.Module, x: torch.Tensor, names: list[str]) -> dict[str, _Calls]:
+def _trace(model: nn.Module, x: Any, names: list[str]) -> dict[str, _Calls]:
     calls = {name: _Calls() for name in names}
     handles = []
     for name in names:
@@ -140,7 +141,7 @@ def _trace(model: nn.Module, x: torch.Tensor, names: list[str]) -> dict[str, _Ca
         handles.append(module.register_forward_hook(_after(calls[name])))
     try:
         with torch.no_grad():
-            model(x)
+            call(model, x)
     finally:
         for handle in handles:
             handle.remove()

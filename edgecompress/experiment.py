@@ -11,6 +11,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from torch import nn
 
 from edgecompress.blocks import StudentFamily
 from edgecompress.errors import EdgeCompressError
+from edgecompress.inputs import InputSpec, call, describe, form_of
 from edgecompress.targets import Target
 from edgecompress.tasks import ClassificationTask
 
@@ -35,9 +37,12 @@ class Experiment:
     """Inputs only.
 
     ``model`` returns the trained, uncompressed model (the teacher), a fresh instance per call.
-    ``example_input`` is one batch the model accepts; its batch dimension is replaced by the
-    target's batch size for latency. ``space`` is the search space: an ``AutoSpace(...)`` built from
-    the model by introspection (``None``: ``AutoSpace()`` with every technique), or any
+    ``example_input`` is one batch the model accepts: a tensor, a tuple of tensors (positional
+    arguments) or a dict of tensors (keyword arguments, e.g. token ids and an attention mask),
+    batch dimension first; the batch dimension is replaced by the target's batch size for
+    latency, and the task's loaders yield inputs of the same form (see ``edgecompress.inputs``).
+    ``space`` is the search space: an ``AutoSpace(...)`` built from the model by introspection
+    (``None``: ``AutoSpace()`` with every technique), or any
     ``Space``. ``exclude`` names layers an AutoSpace leaves alone. ``student`` is an optional
     ``StudentFamily``: smaller architectures ``build(width=..., depth=...)`` (e.g. the teacher's
     own class, narrower and shallower) a trial may distill the teacher into; ``validate()``
@@ -46,7 +51,7 @@ class Experiment:
 
     name: str
     model: Callable[[], nn.Module]
-    example_input: torch.Tensor
+    example_input: Any  # torch.Tensor | tuple[torch.Tensor, ...] | dict[str, torch.Tensor]
     task: ClassificationTask
     space: Any = None
     exclude: tuple[str, ...] = ()
@@ -74,6 +79,13 @@ class Experiment:
                 f"'latency_ms' and name only known objectives {sorted(OBJECTIVES)}."
             )
 
+    @cached_property
+    def inputs(self) -> InputSpec:
+        """The model's inputs: their form, ONNX names (``forward``'s parameter names for a
+        tuple, the keys of a dict, ``input`` for one tensor), dtypes and shapes."""
+        model = self.model() if form_of(self.example_input) != "tensor" else nn.Identity()
+        return InputSpec.of(model, self.example_input)
+
     def directions(self) -> list[str]:
         return [OBJECTIVES[o] for o in self.objectives]
 
@@ -91,15 +103,17 @@ class Experiment:
                 f"Experiment {self.name!r}: model() returned {type(model).__name__}, expected a "
                 "torch.nn.Module (the trained model to compress)."
             )
+        self.__dict__["inputs"] = InputSpec.of(model, self.example_input)  # checks the form
         try:
             with torch.no_grad():
-                out = model.eval()(self.example_input)
+                out = call(model.eval(), self.example_input)
         except Exception as exc:  # noqa: BLE001 - any failure here is the user's shape
             raise EdgeCompressError(
-                f"Experiment {self.name!r}: the model rejects the example input of shape "
-                f"{tuple(self.example_input.shape)} and dtype {self.example_input.dtype} "
-                f"({type(exc).__name__}: {exc}). Give example_input the shape and dtype of one "
-                "batch the model accepts, batch dimension first (token ids: torch.int64)."
+                f"Experiment {self.name!r}: the model rejects the example input "
+                f"({describe(self.example_input)}): {type(exc).__name__}: {exc}. Give "
+                "example_input one batch the model accepts, batch dimension first: a tensor, a "
+                "tuple of tensors (positional arguments) or a dict of tensors (keyword "
+                "arguments); token ids as torch.int64."
             ) from None
         if not isinstance(out, torch.Tensor) or out.dim() != 2:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
@@ -111,8 +125,9 @@ class Experiment:
         self._check_data()
 
     def _check_data(self) -> None:
-        """The task's inputs have the example's dtype (integers: exactly, token ids; floating
-        point: any, fed as float32): one batch of the validation split, before any work."""
+        """One batch of the validation split has the example's form, inputs, dtypes
+        (integers exactly: token ids; floating point any, fed as float32) and shapes past the
+        batch dimension, before any work."""
         loader = getattr(self.task, "val", None)
         if loader is None:
             return
@@ -120,16 +135,7 @@ class Experiment:
             x = next(iter(loader))[0]
         except Exception:  # noqa: BLE001 - the task's own check reports its data
             return
-        if not isinstance(x, torch.Tensor):
-            return
-        floats = x.dtype.is_floating_point and self.example_input.dtype.is_floating_point
-        if x.dtype != self.example_input.dtype and not floats:  # floats are fed as float32
-            raise EdgeCompressError(
-                f"Experiment {self.name!r}: the task's validation inputs are {x.dtype}, the "
-                f"example input {self.example_input.dtype}; the model is measured and exported "
-                "on the example's dtype and evaluated on the data's. Make them agree (token ids: "
-                "both torch.int64)."
-            )
+        self.inputs.check(x, f"Experiment {self.name!r}: the task's validation split")
 
     def _check_student(self, shape: tuple[int, ...]) -> None:
         """The smallest and largest student of the family build and give the teacher's shape."""
@@ -139,7 +145,9 @@ class Experiment:
             member = f"student.build(width={width}, depth={depth})"
             try:
                 with torch.no_grad():
-                    out = self.student.build(width=width, depth=depth).eval()(self.example_input)
+                    out = call(
+                        self.student.build(width=width, depth=depth).eval(), self.example_input
+                    )
             except Exception as exc:  # noqa: BLE001 - the user's family failed
                 raise EdgeCompressError(
                     f"Experiment {self.name!r}: {member} failed on the example input "

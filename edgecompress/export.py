@@ -17,9 +17,10 @@ import onnx
 
 from edgecompress import __version__
 from edgecompress.errors import EdgeCompressError, NoFeasibleTrial
-from edgecompress.evaluators import measure_ratio, onnx_accuracy, session
+from edgecompress.evaluators import OnnxAccuracy, measure_ratio, onnx_accuracy, session
 from edgecompress.experiment import Experiment
 from edgecompress.gate import CpuGate
+from edgecompress.inputs import leaves
 from edgecompress.search import Result
 from edgecompress.search.costing import measurable_here
 from edgecompress.search.front import download
@@ -161,7 +162,7 @@ def _verify(
     if experiment.task.test is not None and record["test_accuracy"] is not None:
         splits.append(("test", "test_accuracy"))
     for split, key in splits:
-        now = onnx_accuracy(model, *experiment.task.arrays(split))
+        now = onnx_accuracy(model, *OnnxAccuracy(experiment.task, experiment.inputs).split(split))
         if now != record[key]:
             why = (
                 "The model or the data changed since the search (another experiment file, "
@@ -286,9 +287,10 @@ def provenance(experiment: Experiment, trial: int) -> dict[str, Any]:
         except ValueError:  # the task has no such split
             data[split] = None
             continue
-        data[split] = hashlib.sha256(
-            np.ascontiguousarray(x).tobytes() + np.ascontiguousarray(y).tobytes()
-        ).hexdigest()
+        split_digest = hashlib.sha256()
+        for _, array in (*leaves(x), (None, y)):
+            split_digest.update(np.ascontiguousarray(array).tobytes())
+        data[split] = split_digest.hexdigest()
     out["data_sha256"] = data
     out["seed"] = experiment.seed
     out["finetune_seed"] = (

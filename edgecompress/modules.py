@@ -8,6 +8,8 @@ from typing import Any
 import torch_pruning as tp
 from torch import nn
 
+from edgecompress.inputs import call
+
 WEIGHT_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Linear)
 # parents whose forward reads their children's weights itself (fused kernels, functional calls)
 READS_CHILD_WEIGHTS = (
@@ -38,4 +40,6 @@ def dependency_graph(model: nn.Module, example_input: Any) -> tp.DependencyGraph
     torch-pruning infers for them (the test zoo's transformer's narrows with its width)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Unwrapped parameters detected")
-        return tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+        return tp.DependencyGraph().build_dependency(
+            model, example_inputs=example_input, forward_fn=call
+        )

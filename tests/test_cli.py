@@ -82,7 +82,7 @@ def test_a_rejected_input_shape(workdir: Path, capsys: pytest.CaptureFixture[str
     )
     code, _, err = _run(capsys, "search", "shape.py:experiment", "--speedup", "2", "--trials", "2")
     assert code == EXIT_BAD_INPUT
-    assert "rejects the example input of shape (1, 3, 7)" in err
+    assert "rejects the example input (float32 (1, 3, 7))" in err
 
 
 def test_storage_and_study_errors(workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:

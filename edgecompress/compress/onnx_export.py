@@ -5,33 +5,43 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
+from typing import Any
 
 import onnx
 import torch
 from torch import nn
 
-INPUT, OUTPUT = "input", "logits"
+from edgecompress.inputs import SINGLE, InputSpec
+
+INPUT, OUTPUT = SINGLE, "logits"
 WEIGHT_OPS = ("Conv", "Gemm", "MatMul")
 
 
-def export_onnx(model: nn.Module, example_input: torch.Tensor, path: Path) -> Path:
-    """A self-contained ONNX file (weights inside), batch dimension dynamic.
+def export_onnx(
+    model: nn.Module, example_input: Any, path: Path, inputs: InputSpec | None = None
+) -> Path:
+    """A self-contained ONNX file (weights inside), batch dimension dynamic, its inputs named
+    by ``inputs`` (the experiment's; by default read from ``model``'s signature): ``input`` for
+    one tensor, the parameter names or keys of several.
 
     Uses the TorchScript exporter (``dynamo=False``): 30x faster per trial than the dynamo
     exporter on small models, and its node names carry the module path that maps layers to nodes.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    spec = inputs or InputSpec.of(model, example_input)
+    args, kwargs = spec.export_args(example_input)
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model.eval(),
-            (example_input,),
+            args,
             buffer,  # type: ignore[arg-type]
+            kwargs=kwargs,
             dynamo=False,
-            input_names=[INPUT],
+            input_names=list(spec.names),
             output_names=[OUTPUT],
-            dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+            dynamic_axes={name: {0: "batch"} for name in (*spec.names, OUTPUT)},
             opset_version=17,
         )
     proto = onnx.load_from_string(buffer.getvalue())

@@ -21,6 +21,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -45,6 +46,7 @@ from edgecompress.compress.sparsity import (
 )
 from edgecompress.compress.student import StudentBuilder, drop_missing
 from edgecompress.experiment import Experiment
+from edgecompress.inputs import call, take, to_torch
 from edgecompress.plan import InvalidPlan, Plan
 from edgecompress.tasks import ClassificationTask, FinetuneSettings, hint_pairs
 
@@ -90,7 +92,7 @@ def check_finite(model: nn.Module, task: ClassificationTask, samples: int = 64) 
     nothing said, or failed in int8 calibration with ONNX Runtime's "scale issue")."""
     x, _ = task.arrays("train")
     with torch.no_grad():
-        out = model.eval()(torch.from_numpy(x[:samples]))
+        out = call(model.eval(), to_torch(take(x, 0, samples)))
     bad = int((~torch.isfinite(out)).flatten(1).any(1).sum())
     if bad:
         raise InvalidPlan(
@@ -98,6 +100,12 @@ def check_finite(model: nn.Module, task: ClassificationTask, samples: int = 64) 
             "(after fine-tuning, if the plan fine-tunes): the fine-tune diverged or the plan "
             "broke the model. Lower the learning rate (FinetuneSettings.lr) or the compression."
         )
+
+
+def calibration_source(experiment: Experiment) -> Callable[[], Iterator[dict[str, np.ndarray]]]:
+    """The task's calibration batches as ``{ONNX input name: array}`` feeds."""
+    names = experiment.inputs.named
+    return lambda: (names(batch) for batch in experiment.task.calibration_batches())
 
 
 def l1_strength(plan: Plan) -> float:
@@ -110,8 +118,8 @@ def l1_strength(plan: Plan) -> float:
 def training_batches(task: ClassificationTask, size: int = 64) -> Iterator[tuple[Any, Any]]:
     """The training split in a fixed order (for criteria that need gradients)."""
     x, y = task.arrays("train")
-    for start in range(0, len(x), size):
-        yield torch.from_numpy(x[start : start + size]), torch.from_numpy(y[start : start + size])
+    for start in range(0, len(y), size):
+        yield to_torch(take(x, start, start + size)), torch.from_numpy(y[start : start + size])
 
 
 def bn_scale_penalty(model: nn.Module) -> torch.Tensor:
@@ -290,9 +298,11 @@ def compress(
     steps.sparsify()
     steps.finetune()
     check_finite(steps.student, experiment.task)
-    quantizer = OnnxQuantizer(experiment.task.calibration_batches, target=experiment.target)
+    quantizer = OnnxQuantizer(calibration_source(experiment), target=experiment.target)
     with gate():
-        fp32 = export_onnx(steps.student.eval(), experiment.example_input, workdir / "fp32.onnx")
+        fp32 = export_onnx(
+            steps.student.eval(), experiment.example_input, workdir / "fp32.onnx", experiment.inputs
+        )
         path = quantizer.apply(fp32, workdir / "model.onnx", steps.plan)
     steps.notes["quantization"] = quantizer.recipe.to_dict()
     return Candidate(plan=plan, module=steps.student, onnx_path=path, notes=steps.notes)

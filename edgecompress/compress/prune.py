@@ -24,15 +24,17 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
+from edgecompress.inputs import call
 from edgecompress.modules import dependency_graph
 from edgecompress.plan import InvalidPlan, Plan
 
-Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+Batches = Callable[[], Iterable[tuple[Any, torch.Tensor]]]  # (inputs of any form, labels)
 CRITERIA = ("l1", "l2", "taylor", "bn_scale", "slimming", "fpgm", "random")
 TAYLOR_BATCHES = 4
 
@@ -45,7 +47,7 @@ class ChannelPruner:
     """
 
     def __init__(
-        self, example_input: torch.Tensor, *, batches: Batches | None = None, seed: int = 0
+        self, example_input: Any, *, batches: Batches | None = None, seed: int = 0
     ) -> None:
         self.example_input = example_input
         self.batches = batches
@@ -87,7 +89,7 @@ class ChannelPruner:
         for i, (x, y) in enumerate(self.batches()):
             if i == TAYLOR_BATCHES:
                 break
-            nn.functional.cross_entropy(model(x), y).backward()
+            nn.functional.cross_entropy(call(model, x), y).backward()
 
 
 def _settings(plan: Plan) -> tuple[str, int]:

@@ -25,6 +25,7 @@ from torch import nn
 
 from edgecompress.blocks import Stage, StudentFamily, find_stages
 from edgecompress.compress.prune import ChannelPruner
+from edgecompress.inputs import call
 from edgecompress.modules import WEIGHT_LAYERS
 from edgecompress.plan import InvalidPlan, Plan, Value
 
@@ -40,7 +41,7 @@ class StudentBuilder:
     """
 
     def __init__(
-        self, example_input: torch.Tensor, *, family: StudentFamily | None = None, seed: int = 0
+        self, example_input: Any, *, family: StudentFamily | None = None, seed: int = 0
     ) -> None:
         self.example_input = example_input
         self.family = family
@@ -207,13 +208,13 @@ def _narrow(stage: Stage, kept: list[int], width: float) -> dict[str, Value]:
     return {f"prune.{root}": round(1.0 - width, 6) for root in roots}
 
 
-def _output_shape(model: nn.Module, x: torch.Tensor) -> Any:
+def _output_shape(model: nn.Module, x: Any) -> Any:
     with torch.no_grad():
-        out = model.eval()(x)
+        out = call(model.eval(), x)
     return tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
 
 
-def _check_output(model: nn.Module, x: torch.Tensor, expected: Any, what: str) -> None:
+def _check_output(model: nn.Module, x: Any, expected: Any, what: str) -> None:
     try:
         got = _output_shape(model, x)
     except Exception as exc:  # noqa: BLE001 - a student that cannot run is an invalid plan

@@ -13,13 +13,17 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgecompress.compress import Candidate
+from edgecompress.inputs import repeat_first
 from edgecompress.targets import Target
 from edgecompress.targets.runner import Timed, interleaved, stats
+
+if TYPE_CHECKING:
+    from edgecompress.experiment import Experiment
 
 
 @dataclass(frozen=True)
@@ -29,19 +33,39 @@ class Measurement:
     rounds: int
 
 
-def input_for(example_input: Any, target: Target) -> np.ndarray:
-    """The example input with its batch dimension set to the target's batch size, in its own
-    dtype (token ids stay integers; floating point is fed as float32, what the export takes)."""
-    x = np.asarray(example_input)[:1]
-    if not np.issubdtype(x.dtype, np.integer) and x.dtype != np.bool_:
-        x = x.astype(np.float32)
-    return np.ascontiguousarray(np.repeat(x, target.batch_size, axis=0))
+def input_for(experiment: Experiment) -> dict[str, np.ndarray]:
+    """The latency feed: the example input's first row repeated to the target's batch size, as
+    ``{ONNX input name: array}`` in each input's own dtype (token ids stay integers; floating
+    point is fed as float32, what the export takes)."""
+    example = repeat_first(experiment.example_input, experiment.target.batch_size)
+    return experiment.inputs.named(example)
+
+
+Feed = np.ndarray | dict[str, np.ndarray]  # one array: the model's one input
+
+
+def feed_of(sess: Any, feed: Feed) -> dict[str, np.ndarray]:
+    """The part of ``feed`` a session reads (an input the model ignores is not in its graph);
+    an input it reads that the feed lacks is an error naming both. One array is the feed of
+    a model with one input."""
+    wanted = [arg.name for arg in sess.get_inputs()]
+    if not isinstance(feed, dict):
+        if len(wanted) != 1:
+            raise ValueError(f"the ONNX model takes inputs {wanted}: feed {{name: array}}")
+        return {wanted[0]: feed}
+    missing = [name for name in wanted if name not in feed]
+    if missing:
+        raise ValueError(
+            f"the ONNX model takes inputs {wanted}; the feed has {sorted(feed)} (missing "
+            f"{missing}). Export it with the experiment's input names."
+        )
+    return {name: feed[name] for name in wanted}
 
 
 def measure_ratio(
     candidate: Path | bytes,
     reference: Path | bytes,
-    feed: np.ndarray,
+    feed: Feed,
     *,
     threads: int,
     rounds: int = 30,
@@ -59,7 +83,12 @@ def measure_ratio(
 
 
 def measure_absolute_ms(
-    model: Path | bytes, feed: np.ndarray, *, threads: int, rounds: int = 40, warmup_s: float = 0.5
+    model: Path | bytes,
+    feed: Feed,
+    *,
+    threads: int,
+    rounds: int = 40,
+    warmup_s: float = 0.5,
 ) -> float:
     """Median per-call time over ``rounds`` blocks (only for the study's reference latency)."""
     timed = _timed(model, feed, threads)
@@ -67,10 +96,10 @@ def measure_absolute_ms(
     return float(np.median([timed.block_ms() for _ in range(rounds)]))
 
 
-def _timed(model: Path | bytes, feed: np.ndarray, threads: int) -> Timed:
+def _timed(model: Path | bytes, feed: Feed, threads: int) -> Timed:
     source = model if isinstance(model, bytes) else str(model)
     timed = Timed(source, threads, optimize=True)
-    timed.feed = {timed.sess.get_inputs()[0].name: feed}
+    timed.feed = feed_of(timed.sess, feed)
     return timed
 
 
@@ -82,7 +111,7 @@ class MeasuredLatency:
         *,
         reference: Path | bytes,
         reference_ms: float,
-        feed: np.ndarray,
+        feed: dict[str, np.ndarray],
         target: Target,
         gate: Callable[[], AbstractContextManager[Any]] = nullcontext,
     ) -> None:

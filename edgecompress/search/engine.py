@@ -17,6 +17,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from edgecompress.compress import layer_nodes
+from edgecompress.compress.pipeline import calibration_source
 from edgecompress.compress.quantize import calibration_batches
 from edgecompress.errors import EdgeCompressError
 from edgecompress.evaluators import measure_absolute_ms
@@ -102,7 +103,7 @@ def checked_reference(experiment: Experiment) -> Reference:
     # static quantization calibrates on the task's batches: checked now, not in a trial
     task = experiment.task
     model = onnx.load_from_string(reference.onnx)
-    calibration_batches(task.calibration_batches, model, task.calibration_samples)
+    calibration_batches(calibration_source(experiment), model, task.calibration_samples)
     return reference
 
 

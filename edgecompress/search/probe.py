@@ -28,16 +28,16 @@ class Reference:
     """The uncompressed model as ONNX bytes, and the input a measurement feeds."""
 
     onnx: bytes
-    feed: np.ndarray
+    feed: dict[str, np.ndarray]  # {ONNX input name: array}
 
 
 def reference_of(experiment: Experiment) -> Reference:
     with tempfile.TemporaryDirectory() as tmp:
-        path = export_onnx(experiment.model(), experiment.example_input, Path(tmp) / "ref.onnx")
+        path = export_onnx(
+            experiment.model(), experiment.example_input, Path(tmp) / "ref.onnx", experiment.inputs
+        )
         data = path.read_bytes()
-    return Reference(
-        data, input_for(experiment.example_input.detach().cpu().numpy(), experiment.target)
-    )
+    return Reference(data, input_for(experiment))
 
 
 # A plan measured untrained more than this share over the budget is not trained: the trained

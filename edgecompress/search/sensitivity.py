@@ -40,8 +40,10 @@ import torch
 from torch import nn
 
 from edgecompress.compress import ChannelPruner, compress
+from edgecompress.evaluators.latency import feed_of
 from edgecompress.evaluators.runtime import session
 from edgecompress.experiment import Experiment
+from edgecompress.inputs import call, rows, take, to_torch
 from edgecompress.plan import Plan
 from edgecompress.search.probe import LatencyProbe
 from edgecompress.spaces import Knob, Space, baseline_params, describe, on_grid, replay
@@ -219,10 +221,10 @@ class _Profiler:
         self.knobs = {k.name: k for k in space.knobs()}
         self.base, self.bases = self._base()
         x, _ = experiment.task.arrays("train")
-        self.x = x[:SAMPLES]
+        self.x = take(x, 0, SAMPLES)
         self.teacher = experiment.model().eval()
         with torch.no_grad():
-            self.teacher_logits = self.teacher(torch.from_numpy(self.x))
+            self.teacher_logits = call(self.teacher, to_torch(self.x))
 
     def _base(self) -> tuple[dict[str, Any], tuple[dict[str, Any], ...]]:
         """The precision and channel alignment whose uniform plans are fastest here (see the
@@ -303,7 +305,7 @@ class _Profiler:
         model = pruner.apply(self.teacher, plan)
         _reestimate_batchnorm(model, self.x)
         with torch.no_grad():
-            damage = _kl(self.teacher_logits.numpy(), model(torch.from_numpy(self.x)).numpy())
+            damage = _kl(self.teacher_logits.numpy(), call(model, to_torch(self.x)).numpy())
         return Point(level, damage, self.probe(plan) / self.probe.reference_ms)
 
     def deployed(self, changes: dict[str, Any]) -> tuple[float, float]:
@@ -316,14 +318,14 @@ class _Profiler:
             candidate = compress(self.experiment, untrained, Path(tmp), gate=self.probe.gate.work)
             model = onnx.load(candidate.onnx_path).SerializeToString()
         sess = session(model, threads=self.experiment.target.threads)
-        name = sess.get_inputs()[0].name
+        feed = feed_of(sess, self.experiment.inputs.named(self.x))
         logits = np.concatenate(
-            [sess.run(None, {name: self.x[i : i + 256]})[0] for i in range(0, len(self.x), 256)]
+            [sess.run(None, take(feed, i, i + 256))[0] for i in range(0, rows(self.x), 256)]
         )
         return _kl(self.teacher_logits.numpy(), logits), self.probe(plan) / self.probe.reference_ms
 
 
-def _reestimate_batchnorm(model: nn.Module, x: np.ndarray, batch: int = 64) -> None:
+def _reestimate_batchnorm(model: nn.Module, x: Any, batch: int = 64) -> None:
     """Batch-norm running statistics recomputed on ``x`` (a structural change made the stored
     ones stale); nothing else changes."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -335,8 +337,8 @@ def _reestimate_batchnorm(model: nn.Module, x: np.ndarray, batch: int = 64) -> N
         m.momentum = None  # a cumulative average over the batches
         m.train()
     with torch.no_grad():
-        for start in range(0, len(x), batch):
-            model(torch.from_numpy(x[start : start + batch]))
+        for start in range(0, rows(x), batch):
+            call(model, to_torch(take(x, start, start + batch)))
     for m, momentum in saved.items():
         m.momentum = momentum
     model.eval()

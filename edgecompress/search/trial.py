@@ -75,7 +75,7 @@ def run_trial(
     with tempfile.TemporaryDirectory() as tmp:
         candidate = compress(experiment, plan, Path(tmp), gate=gate.work)
         with gate.work():
-            metrics = OnnxAccuracy(experiment.task)(candidate)
+            metrics = OnnxAccuracy(experiment.task, experiment.inputs)(candidate)
         if costing is not None:
             with gate.work():
                 model = Path(candidate.onnx_path).read_bytes()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 from torch import nn
@@ -125,7 +126,7 @@ class AutoSpace:
     def build(
         self,
         model: nn.Module,
-        example_input: torch.Tensor,
+        example_input: Any,
         *,
         finetune: object,
         exclude: tuple[str, ...] = (),

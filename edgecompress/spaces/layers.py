@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-import torch
 from torch import nn
 
 from edgecompress.modules import WEIGHT_LAYERS, dependency_graph, weights_read_directly
@@ -33,7 +33,7 @@ def output_layer(model: nn.Module) -> str:
 
 
 def channel_groups(
-    model: nn.Module, example_input: torch.Tensor, exclude: tuple[str, ...]
+    model: nn.Module, example_input: Any, exclude: tuple[str, ...]
 ) -> tuple[list[ChannelGroup], list[Skipped]]:
     """Coupled output-channel groups (torch-pruning's dependency graph), in model order."""
     modules = dict(model.named_modules())

@@ -162,7 +162,7 @@ def write_bundle(
     # search's are
     extra = random_plans(space, whole, seed=experiment.seed + WHOLE_SEED) if whole else []
     total = len(plans) + len(extra)
-    feed = {"input": input_for(experiment.example_input.detach().numpy(), experiment.target)}
+    feed = input_for(experiment)
     models = out / "models"
     models.mkdir(parents=True, exist_ok=True)
     rows: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -270,7 +270,9 @@ def _write_fixed(experiment: Experiment, out: Path, feed: dict[str, np.ndarray])
     (the model's own inputs and outputs with no work: the fixed cost of one call)."""
     (out / "reference.onnx").write_bytes(reference_model())
     with tempfile.TemporaryDirectory() as tmp:
-        path = export_onnx(experiment.model().eval(), experiment.example_input, Path(tmp) / "m")
+        path = export_onnx(
+            experiment.model().eval(), experiment.example_input, Path(tmp) / "m", experiment.inputs
+        )
         graph = onnx.load(str(path))
     import onnxruntime as ort
 

@@ -16,7 +16,7 @@ from edgecompress.targets.table import LatencyTable, Prediction
 
 def predict_file(table: LatencyTable, model: bytes, experiment: Experiment) -> Prediction:
     """The prediction for an ONNX model (as the search exports it) at the target's batch."""
-    feed = {"input": input_for(experiment.example_input.detach().numpy(), experiment.target)}
+    feed = input_for(experiment)
     found = kernels(model, feed, threads=experiment.target.threads)
     return table.predict([k.layer for k in found])
 

@@ -74,10 +74,12 @@ def random_feed(sess: ort.InferenceSession, seed: int = 0) -> dict[str, np.ndarr
         dtype = _DTYPES.get(arg.type)
         if dtype is None:
             raise ValueError(f"input {arg.name}: type {arg.type} is not supported by the runner")
-        if np.issubdtype(dtype, np.integer):
+        if dtype in (np.int32, np.int64):  # token ids or a mask: 0 and 1 index any vocabulary
+            value: np.ndarray = rng.integers(0, 1, size=shape, endpoint=True).astype(dtype)
+        elif np.issubdtype(dtype, np.integer):
             info = np.iinfo(dtype)
             low, high = max(int(info.min), -128), min(int(info.max), 255)
-            value: np.ndarray = rng.integers(low, high, size=shape, endpoint=True).astype(dtype)
+            value = rng.integers(low, high, size=shape, endpoint=True).astype(dtype)
         else:
             value = rng.standard_normal(shape).astype(dtype)
         feed[arg.name] = value

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from edgecompress.inputs import call, concat, take
 from edgecompress.tasks.distill import KD_MODES, Hints, logit_loss
 
 
@@ -63,7 +64,7 @@ class _Objective:
         s = self.settings
         t_logits = self._teacher_logits(x, idx)
         loss = logit_loss(
-            student(x),
+            call(student, x),
             t_logits,
             y,
             mode=s.kd_mode,
@@ -81,7 +82,7 @@ class _Objective:
         if self.cached_logits is not None and self.hint is None:
             return self.cached_logits[idx]
         with torch.no_grad():
-            logits = self.teacher(x)
+            logits = call(self.teacher, x)
         return logits if self.cached_logits is None else self.cached_logits[idx]
 
 
@@ -112,8 +113,9 @@ class ClassificationTask:
         default_factory=dict, init=False, repr=False, compare=False
     )
 
-    def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        """The whole split as inputs (float32, or integers as given: token ids) and int64
+    def arrays(self, split: str) -> tuple[Any, np.ndarray]:
+        """The whole split as inputs, in the loaders' form (an array, a tuple or a dict of
+        arrays: see ``edgecompress.inputs``; float32, or integers as given: token ids), and int64
         labels (cached), for ONNX Runtime."""
         if split not in self._arrays:
             loader = {"train": self.train, "val": self.val, "test": self.test}[split]
@@ -122,20 +124,16 @@ class ClassificationTask:
             if hasattr(loader.dataset, "__len__"):  # a fixed order, whatever the loader shuffles
                 loader = DataLoader(loader.dataset, batch_size=256, shuffle=False)
             xs, ys = zip(*((x, y) for x, y in loader), strict=True)
-            x = torch.cat(xs).numpy()
-            self._arrays[split] = (
-                x if np.issubdtype(x.dtype, np.integer) else x.astype(np.float32),
-                torch.cat(ys).numpy().astype(np.int64),
-            )
+            self._arrays[split] = (concat(xs), torch.cat(ys).numpy().astype(np.int64))
         return self._arrays[split]
 
-    def calibration_batches(self, batch_size: int = 32) -> Iterator[np.ndarray]:
-        """The first ``calibration_samples`` training inputs, for static quantization (a plan's
-        ``method.calibration_samples`` takes the first of these)."""
-        x, _ = self.arrays("train")
-        x = x[: self.calibration_samples]
-        for start in range(0, len(x), batch_size):
-            yield x[start : start + batch_size]
+    def calibration_batches(self, batch_size: int = 32) -> Iterator[Any]:
+        """The first ``calibration_samples`` training inputs (in the loaders' form), for static
+        quantization (a plan's ``method.calibration_samples`` takes the first of these)."""
+        x, y = self.arrays("train")
+        end = min(len(y), self.calibration_samples)
+        for start in range(0, end, batch_size):
+            yield take(x, start, min(end, start + batch_size))
 
     def fit(
         self,
@@ -214,7 +212,7 @@ class ClassificationTask:
         with torch.no_grad(), gate():
             teacher.eval()
             ordered = DataLoader(indexed, batch_size=256, shuffle=False)
-            logits = torch.cat([teacher(x) for x, _, _ in ordered])
+            logits = torch.cat([call(teacher, x) for x, _, _ in ordered])
         loader = DataLoader(indexed, batch_size=batch, shuffle=True, generator=generator)
         return loader, logits
 

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edgecompress.inputs import call
 from edgecompress.modules import WEIGHT_LAYERS
 
 KD_MODES = ("soft", "hard")
@@ -156,16 +157,16 @@ def evaluating(model: nn.Module) -> Iterator[None]:
             module.training = mode
 
 
-def feature_shapes(model: nn.Module, example: torch.Tensor) -> dict[str, tuple[int, ...]]:
+def feature_shapes(model: nn.Module, example: Any) -> dict[str, tuple[int, ...]]:
     """One example's output shape (channels first) of each weight layer run on ``example``, in
     execution order, without the last one (the output layer) and those no adapter fits."""
     with evaluating(model), capture(model) as found:
-        model(example)
+        call(model, example)
     shapes = {name: tuple(out.shape[1:]) for name, out in found.items()}
     return {n: s for n, s in list(shapes.items())[:-1] if len(s) - 1 in _ADAPTERS}
 
 
-def hint_pairs(student: nn.Module, teacher: nn.Module, example: torch.Tensor) -> list[HintPair]:
+def hint_pairs(student: nn.Module, teacher: nn.Module, example: Any) -> list[HintPair]:
     """For each spatial size both models produce, the last student layer of that size paired
     with the last teacher layer of that size (student order). ``ValueError`` when none."""
     ours, theirs = feature_shapes(student, example), feature_shapes(teacher, example)
@@ -198,7 +199,7 @@ class Hints:
     adapters: nn.ModuleList
 
     @classmethod
-    def between(cls, student: nn.Module, teacher: nn.Module, example: torch.Tensor) -> Hints:
+    def between(cls, student: nn.Module, teacher: nn.Module, example: Any) -> Hints:
         pairs = tuple(hint_pairs(student, teacher, example))
         return cls(pairs, nn.ModuleList(adapter(p) for p in pairs))
 
@@ -218,7 +219,7 @@ class Hints:
 
 
 def hint_residual(
-    student: nn.Module, teacher: nn.Module, pairs: Sequence[HintPair], example: torch.Tensor
+    student: nn.Module, teacher: nn.Module, pairs: Sequence[HintPair], example: Any
 ) -> float:
     """How well the student's features predict the teacher's: the mean over ``pairs`` of the
     MSE left by the best 1x1 adapter (least squares, with a bias) on ``example``."""
@@ -230,8 +231,8 @@ def hint_residual(
         capture(student) as ours,
         capture(teacher) as theirs,
     ):
-        student(example)
-        teacher(example)
+        call(student, example)
+        call(teacher, example)
     errors = [_least_squares_mse(ours[p.student], theirs[p.teacher]) for p in pairs]
     return sum(errors) / len(errors)
 

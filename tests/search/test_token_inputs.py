@@ -61,15 +61,20 @@ def test_inputs_of_the_wrong_dtype_are_refused_before_any_work(workdir: Path) ->
 
     experiment = load_experiment(TOKENS)
     floats = replace(experiment, example_input=torch.zeros(1, 12))
-    with pytest.raises(EdgeCompressError, match="shape \\(1, 12\\) and dtype torch.float32"):
+    with pytest.raises(EdgeCompressError, match=r"rejects the example input \(float32 \(1, 12\)\)"):
         search(floats, trials=3, speedup=0.5, storage="sqlite:///t.db", progress=False)
     x, y = make_data(40, 3)
     val = DataLoader(TensorDataset(x.float(), y), batch_size=8)
     mixed = replace(experiment, task=replace(experiment.task, val=val))
-    with pytest.raises(EdgeCompressError, match="validation inputs are torch.float32, the example"):
+    with pytest.raises(
+        EdgeCompressError,
+        match="input 'input' is torch.float32, the example input's is torch.int64",
+    ):
         search(mixed, trials=3, speedup=0.5, storage="sqlite:///t.db", progress=False)
     narrow = DataLoader(TensorDataset(x.int(), y), batch_size=8)  # int32 ids, an int64 example
     other = replace(experiment, task=replace(experiment.task, val=narrow))
-    with pytest.raises(EdgeCompressError, match="validation inputs are torch.int32, the example"):
+    with pytest.raises(
+        EdgeCompressError, match="input 'input' is torch.int32, the example input's is torch.int64"
+    ):
         search(other, trials=3, speedup=0.5, storage="sqlite:///t.db", progress=False)
     assert not (workdir / "t.db").exists()  # nothing was created

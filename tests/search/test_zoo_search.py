@@ -3,6 +3,7 @@ complete, each exported model loads alone and reproduces its recorded accuracy."
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,16 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from edgecompress import ClassificationTask, Experiment, FinetuneSettings, Target, export, search
+from edgecompress import (
+    ClassificationTask,
+    Experiment,
+    FinetuneSettings,
+    Target,
+    export,
+    search,
+)
 from edgecompress.evaluators import onnx_accuracy, session
+from edgecompress.spaces import AutoSpace
 from tests.models import EXAMPLE_INPUTS, ZOO
 
 
@@ -78,12 +87,15 @@ def test_joint_search_on_the_zoos_structures(name: str, workdir: Path) -> None:
 
 
 # the structure an allocation is likeliest to break on: attention with residual additions (a
-# profile and its measured allocations cost about 2 minutes a model here; the residual CNN and
-# the others run the tpe search above)
+# profile and its measured allocations cost about 2 minutes a model here in the full space; the
+# residual CNN and the others run the tpe search above)
 def test_allocation_strategy_on_attention_with_residuals(workdir: Path) -> None:
     """The default strategy profiles a transformer (attention, residual additions) and
     proposes plans measured within the budget before training."""
-    experiment = _experiment("transformer")
+    # pruning alone, channels unrounded: the profile's cost is its measurements (a base per
+    # precision and alignment, a ladder per group, a plan per layer and precision)
+    space = AutoSpace(techniques=("prune",), round_to=(1,))
+    experiment = replace(_experiment("transformer"), space=space)
     result = search(experiment, trials=4, speedup=0.8, storage="sqlite:///alloc.db", progress=False)
     assert len(result.trials) == 4 and result.failed == 0
     study = optuna.load_study(study_name=experiment.name, storage="sqlite:///alloc.db")

@@ -2,8 +2,9 @@
 
 A calibration source is a callable returning fresh batches: arrays (fed to the model's single
 input) or ``{input name: array}`` dicts, each in the dtype its input takes (float32, or int64
-token ids). ``calibration_batches`` takes the first
-``samples`` samples of it, after checking every batch against the model's inputs.
+token ids); a dict's entries for inputs the exported graph does not read are left out.
+``calibration_batches`` takes the first ``samples`` samples of it, after checking every batch
+against the model's inputs.
 """
 
 from __future__ import annotations
@@ -82,7 +83,12 @@ def _feed(
     i: int,
 ) -> dict[str, np.ndarray]:
     if isinstance(batch, Mapping):
-        feed = dict(batch)
+        # an input the model ignores is not in its exported graph: not fed
+        feed = (
+            {k: v for k, v in batch.items() if k in inputs}
+            if set(inputs) <= set(batch)
+            else dict(batch)
+        )
     elif len(inputs) == 1:
         feed = {next(iter(inputs)): batch}
     else:
