@@ -33,6 +33,7 @@ from edgecompress.search.budget import (
 from edgecompress.search.costing import Costing, costing_for
 from edgecompress.search.executors import run_in_process
 from edgecompress.search.front import Result, load_result
+from edgecompress.search.heartbeat import Heartbeat
 from edgecompress.search.ledger import Ledger, now
 from edgecompress.search.probe import LatencyProbe
 from edgecompress.search.recost import remeasure_front
@@ -44,6 +45,7 @@ from edgecompress.search.study import (
     check_resume,
     clean_staging,
     create,
+    driver_id,
     ensure_baselines,
     recover_interrupted,
     signature,
@@ -444,12 +446,15 @@ def search(
         )
 
     try:
-        if parallel:
-            from edgecompress.search.ray_executor import run_on_ray
+        with Heartbeat(ledger.study, driver_id()):  # other machines' drivers see this one live
+            if parallel:
+                from edgecompress.search.ray_executor import run_on_ray
 
-            run_on_ray(ledger, experiment, trials, on_done, workers=workers, address=ray_address)
-        else:
-            run_in_process(ledger, experiment, reference, trials, on_done)
+                run_on_ray(
+                    ledger, experiment, trials, on_done, workers=workers, address=ray_address
+                )
+            else:
+                run_in_process(ledger, experiment, reference, trials, on_done)
     finally:
         bar.close()
     remeasure_front(ledger.study, experiment, reference)

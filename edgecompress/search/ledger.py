@@ -18,9 +18,10 @@ from optuna.trial import TrialState
 
 from edgecompress.plan import Plan
 from edgecompress.search.costing import Costing
+from edgecompress.search.heartbeat import INTERVAL_S
 from edgecompress.search.storage import META
 from edgecompress.search.strategies import Context, Strategy
-from edgecompress.search.study import driver_id, fail_and_retry
+from edgecompress.search.study import driver_id, fail_and_retry, recover_interrupted
 from edgecompress.search.trial import Outcome
 from edgecompress.spaces import Space
 
@@ -39,6 +40,7 @@ class Ledger:
     context: Context | None = None
     seed: int = 0
     deadline: float | None = None
+    _next_recovery: float = 0.0
 
     def out_of_time(self) -> bool:
         """True once the search's time limit has passed: start no more trials."""
@@ -70,10 +72,14 @@ class Ledger:
         return len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
     def running_elsewhere(self) -> int:
-        """Trials of the study another driver is running (one still alive: those of a driver
-        that is gone were failed when this one opened the study). They count toward the
-        total: two drivers asked for 10 trials each completed one each past it."""
+        """Trials of the study another live driver is running. They count toward the total:
+        two drivers asked for 10 trials each completed one each past it. Every ``INTERVAL_S``
+        the trials of drivers that are gone (no process here, no heartbeat from elsewhere) are
+        failed and queued again, for this driver or another to run."""
         me = driver_id()
+        if time.monotonic() >= self._next_recovery:
+            self._next_recovery = time.monotonic() + INTERVAL_S
+            recover_interrupted(self.study, keep=me)
         running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         return sum(1 for t in running if t.user_attrs.get("driver") != me)
 

@@ -16,6 +16,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from edgecompress.errors import EdgeCompressError
 from edgecompress.experiment import Experiment
+from edgecompress.search.heartbeat import beating, on_this_host
 from edgecompress.search.storage import META
 from edgecompress.spaces import Space, baseline_params, describe, on_grid
 
@@ -117,12 +118,15 @@ def driver_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{_started(os.getpid())}"
 
 
-def _alive_here(owner: str) -> bool:
-    """Whether the search that owns a trial still runs on this machine.
+def alive(study: optuna.Study, owner: str) -> bool:
+    """Whether the search that owns a trial still runs: on this machine, its process (this
+    process is not: its trials are an earlier, interrupted search's); on another, its
+    heartbeat (``search.heartbeat``)."""
+    return _alive_here(owner) if on_this_host(owner) else beating(study, owner)
 
-    A driver on another machine cannot be seen from here and is taken as gone: several drivers
-    on one shared storage need heartbeats, which are not implemented yet.
-    """
+
+def _alive_here(owner: str) -> bool:
+    """Whether the search that owns a trial still runs on this machine."""
     host, _, rest = owner.partition(":")
     pid, _, start = rest.partition(":")
     if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
@@ -153,17 +157,24 @@ def fail_and_retry(study: optuna.Study, trial: FrozenTrial | optuna.Trial, reaso
         study.enqueue_trial(params, user_attrs=attrs)
 
 
-def recover_interrupted(study: optuna.Study) -> list[int]:
+def recover_interrupted(study: optuna.Study, *, keep: str | None = None) -> list[int]:
     """Fails trials left RUNNING by a search that is gone; retries each once with the same plan.
 
-    A RUNNING trial whose driver still runs on this machine belongs to a live search and is
-    left alone. Returns the numbers of the trials failed here.
+    A RUNNING trial whose driver still runs (here: its process; elsewhere: its heartbeat) or
+    is ``keep`` (the calling driver, during its run) belongs to a live search and is left
+    alone. A trial another driver recovered first is skipped. Returns the numbers of the
+    trials failed here.
     """
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if not _alive_here(str(trial.user_attrs.get("driver", ""))):
+        owner = str(trial.user_attrs.get("driver", ""))
+        if owner == keep or alive(study, owner):
+            continue
+        try:
             fail_and_retry(study, trial, "interrupted: its search stopped while it ran")
-            failed.append(trial.number)
+        except (RuntimeError, optuna.exceptions.OptunaError):  # finished by another driver
+            continue
+        failed.append(trial.number)
     return failed
 
 

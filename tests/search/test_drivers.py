@@ -77,6 +77,7 @@ def test_a_driver_counts_the_trials_another_driver_runs_toward_the_total() -> No
     study.tell(study.ask(), 1.0)  # one complete
     theirs = study.ask()
     theirs.set_user_attr("driver", "another-host:123:456")  # running on another driver
+    study.set_user_attr("heartbeat:another-host:123:456", time.time())  # which is alive
     ledger = Ledger(study, KnobSpace(()), ("accuracy", "latency_ms"))
     assert ledger.running_elsewhere() == 1
     assert ledger.enough(2) and not ledger.enough(3)
@@ -87,3 +88,45 @@ def test_a_driver_counts_the_trials_another_driver_runs_toward_the_total() -> No
     mine.set_user_attr("driver", driver_id())
     assert ledger.running_elsewhere() == 1  # its own running trial is not another's
     assert ledger.enough(3, mine=1)
+
+
+def test_a_driver_on_another_machine_is_alive_while_it_beats_and_then_recovered() -> None:
+    """A trial of a driver on another machine is left alone while that driver's heartbeat is
+    recent; once it is older than the grace period (or the driver never beat), the trial is
+    failed and its plan queued again, once, for a live driver to run (issue 15)."""
+    from edgecompress.search.heartbeat import GRACE_S
+    from edgecompress.search.ledger import Ledger
+    from edgecompress.search.study import recover_interrupted
+    from edgecompress.spaces import KnobSpace
+
+    study = optuna.create_study()
+    owner = "machine-b:4242:99"
+    trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+    trial.set_user_attr("driver", owner)
+    silent = study.ask()
+    silent.set_user_attr("driver", "machine-c:7:7")  # never beat: taken as gone
+    study.set_user_attr(f"heartbeat:{owner}", time.time() - 5)
+    assert recover_interrupted(study) == [silent.number]
+    ledger = Ledger(study, KnobSpace(()), ("accuracy", "latency_ms"))
+    assert ledger.running_elsewhere() == 1  # machine-b's trial still runs
+    study.set_user_attr(f"heartbeat:{owner}", time.time() - GRACE_S - 1)  # machine-b died
+    ledger._next_recovery = 0.0  # the ledger looks again every INTERVAL_S
+    assert ledger.running_elsewhere() == 0
+    states = {t.number: t.state for t in study.trials}
+    assert states[trial.number] == optuna.trial.TrialState.FAIL
+    retries = [t for t in study.trials if t.user_attrs.get("retry_of") == trial.number]
+    assert len(retries) == 1 and retries[0].state == optuna.trial.TrialState.WAITING
+    assert retries[0].system_attrs["fixed_params"] == {"x": trial.params["x"]}
+    assert recover_interrupted(study) == []  # nothing left to recover, nothing retried twice
+
+
+def test_a_search_beats_while_it_runs_and_marks_itself_gone(workdir: Path) -> None:
+    from edgecompress.search.heartbeat import Heartbeat, beating
+
+    study = optuna.create_study(storage="sqlite:///h.db", study_name="h")
+    with Heartbeat(study, "me:1:1", interval_s=0.05):
+        first = study.user_attrs["heartbeat:me:1:1"]
+        time.sleep(0.3)
+        assert study.user_attrs["heartbeat:me:1:1"] > first  # it beats from its thread
+        assert beating(study, "me:1:1")
+    assert study.user_attrs["heartbeat:me:1:1"] == 0.0 and not beating(study, "me:1:1")

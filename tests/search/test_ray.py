@@ -8,6 +8,7 @@ import optuna
 from optuna.trial import TrialState
 
 from edgecompress import search
+from edgecompress.search.study import driver_id
 
 
 def _ray_processes() -> set[str]:
@@ -40,6 +41,7 @@ def test_two_workers_on_ray(tiny, workdir: Path) -> None:  # type: ignore[no-unt
     study = optuna.load_study(study_name="tiny", storage="sqlite:///ray.db")
     assert [t.state for t in study.trials].count(TrialState.COMPLETE) == 4
     assert TrialState.RUNNING not in [t.state for t in study.trials]
+    assert study.user_attrs[f"heartbeat:{driver_id()}"] == 0.0  # beat, then marked gone
     # every completed trial's ONNX file was stored with it; staging is empty
     artifacts = Path(result.meta["artifacts"])
     assert all((artifacts / result.artifacts[n]).exists() for n in result.trials["trial"])

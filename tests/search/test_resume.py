@@ -41,6 +41,10 @@ def test_resume_runs_only_the_missing_trials(tiny, workdir: Path) -> None:  # ty
     others = [t for t in study.trials if t.state != TrialState.COMPLETE]
     assert all(t.state == TrialState.PRUNED and t.user_attrs["screened"] for t in others)
     assert [t.user_attrs.get("baseline") for t in after].count("teacher") == 1
+    # the search beat while it ran (for drivers elsewhere) and marked itself gone when done
+    from edgecompress.search.study import driver_id
+
+    assert study.user_attrs[f"heartbeat:{driver_id()}"] == 0.0
     # the resumed run sampled new plans: none repeats one already completed
     keys = [t.user_attrs["plan_key"] for t in after]
     assert len(set(keys)) == len(keys)
