@@ -25,6 +25,8 @@ from edgecompress.search.study import driver_id, fail_and_retry, recover_interru
 from edgecompress.search.trial import Outcome
 from edgecompress.spaces import Space
 
+DUPLICATE_TRIES = 5
+
 
 @dataclass
 class Ledger:
@@ -104,6 +106,32 @@ class Ledger:
             self.study.enqueue_trial(proposal.params, user_attrs=attrs)
 
     def ask(self) -> tuple[optuna.Trial, Plan]:
+        """The next trial and its plan. A plan another trial of the study completed or is
+        running (two drivers whose samplers agree, a baseline two drivers queued at once) is
+        pruned as ``duplicate_of`` that trial, counted nowhere, and the next one asked; after
+        ``DUPLICATE_TRIES`` in a row the space offers nothing new here, and the last runs."""
+        for attempt in range(DUPLICATE_TRIES):
+            trial, plan = self._ask_one()
+            twin = self._twin(trial, plan.key)
+            if twin is None or attempt == DUPLICATE_TRIES - 1:
+                return trial, plan
+            try:
+                trial.set_user_attr("duplicate_of", twin)
+                self.study.tell(trial, state=TrialState.PRUNED)
+            except BaseException as exc:
+                self._settle(trial, exc, "recording it as a duplicate")
+                raise
+        raise AssertionError("unreachable")
+
+    def _twin(self, trial: optuna.Trial, key: str) -> int | None:
+        """Another trial of the study that completed or runs the plan ``key``."""
+        states = (TrialState.COMPLETE, TrialState.RUNNING)
+        for other in self.study.get_trials(deepcopy=False, states=states):
+            if other.number != trial.number and other.user_attrs.get("plan_key") == key:
+                return other.number
+        return None
+
+    def _ask_one(self) -> tuple[optuna.Trial, Plan]:
         self._propose()
         trial = self.study.ask()
         try:

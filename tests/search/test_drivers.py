@@ -130,3 +130,26 @@ def test_a_search_beats_while_it_runs_and_marks_itself_gone(workdir: Path) -> No
         assert study.user_attrs["heartbeat:me:1:1"] > first  # it beats from its thread
         assert beating(study, "me:1:1")
     assert study.user_attrs["heartbeat:me:1:1"] == 0.0 and not beating(study, "me:1:1")
+
+
+def test_a_plan_another_trial_completed_or_runs_is_not_run_again() -> None:
+    """Two drivers whose samplers agree, or a baseline two drivers queued at once: the second
+    copy of a plan is pruned as a duplicate (counted nowhere) and the next plan asked."""
+    from edgecompress.search.ledger import Ledger
+    from edgecompress.spaces import Knob, KnobSpace
+
+    knob = Knob(name="prune.a", kind="float", low=0.0, high=0.9, step=0.1, identity=0.0)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    ledger = Ledger(study, KnobSpace((knob,)), ("accuracy", "latency_ms"))
+    study.enqueue_trial({"prune.a": 0.5})
+    first, plan = ledger.ask()
+    study.enqueue_trial({"prune.a": 0.5}, user_attrs={"baseline": "again"})  # a second copy
+    second, other = ledger.ask()  # the copy is pruned while the first one runs
+    assert other.key != plan.key
+    copy = study.trials[second.number - 1]
+    assert copy.state == optuna.trial.TrialState.PRUNED
+    assert copy.user_attrs["duplicate_of"] == first.number
+    study.tell(first, [0.9, 1.0])  # completed: still a twin
+    study.enqueue_trial({"prune.a": 0.5})
+    third, again = ledger.ask()
+    assert again.key != plan.key and study.trials[third.number - 1].user_attrs["duplicate_of"] == 0
