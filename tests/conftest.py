@@ -11,6 +11,21 @@ TESTS = Path(__file__).parent
 TINY = f"{TESTS / 'tiny_experiment.py'}:experiment"
 
 
+def search_command(storage: str, trials: int) -> list[str]:
+    """The CLI search of the tiny experiment, for a test to run as a process of its own."""
+    import sys
+
+    return [sys.executable, "-m", "edgecompress.cli", "search", TINY, "--speedup", "0.5"] + [
+        "--trials",
+        str(trials),
+        "--strategy",
+        "tpe",
+        "--storage",
+        storage,
+        "--no-progress",
+    ]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Model caches and the CPU gate's lock files live in a per-session folder."""

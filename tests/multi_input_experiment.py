@@ -11,6 +11,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import torch
 from torch import nn
@@ -140,32 +143,27 @@ def pair_model() -> nn.Module:
     return _fit(model, Rows(*pair_data(800, 0)), 6)
 
 
-def loader(make: object, n: int, seed: int, shuffle: bool = False) -> DataLoader:
-    return DataLoader(Rows(*make(n, seed)), batch_size=32, shuffle=shuffle)  # type: ignore[operator]
+def _experiment(name: str, model: Callable[[], nn.Module], make: Callable[..., Any]) -> Experiment:
+    """Training, validation and test splits of ``make``'s data; its first sample, the example."""
+
+    def loader(n: int, seed: int, shuffle: bool = False) -> DataLoader:
+        return DataLoader(Rows(*make(n, seed)), batch_size=32, shuffle=shuffle)
+
+    x, _ = make(1, 9)
+    example = {k: v[:1] for k, v in x.items()} if isinstance(x, dict) else tuple(v[:1] for v in x)
+    return Experiment(
+        name=name,
+        model=model,
+        example_input=example,
+        task=ClassificationTask(
+            train=loader(600, 0, True),
+            val=loader(200, 1),
+            test=loader(200, 2),
+            finetune=FinetuneSettings(epochs=1),
+        ),
+        target=Target(name="local-cpu", threads=1, batch_size=1),
+    )
 
 
-masked = Experiment(
-    name="masked",
-    model=masked_model,
-    example_input={k: v[:1] for k, v in masked_data(1, 9)[0].items()},
-    task=ClassificationTask(
-        train=loader(masked_data, 600, 0, True),
-        val=loader(masked_data, 200, 1),
-        test=loader(masked_data, 200, 2),
-        finetune=FinetuneSettings(epochs=1),
-    ),
-    target=Target(name="local-cpu", threads=1, batch_size=1),
-)
-
-pair = Experiment(
-    name="pair",
-    model=pair_model,
-    example_input=tuple(v[:1] for v in pair_data(1, 9)[0]),
-    task=ClassificationTask(
-        train=loader(pair_data, 600, 0, True),
-        val=loader(pair_data, 200, 1),
-        test=loader(pair_data, 200, 2),
-        finetune=FinetuneSettings(epochs=1),
-    ),
-    target=Target(name="local-cpu", threads=1, batch_size=1),
-)
+masked = _experiment("masked", masked_model, masked_data)
+pair = _experiment("pair", pair_model, pair_data)

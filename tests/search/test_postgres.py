@@ -18,7 +18,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from ..conftest import TINY  # type: ignore[import-not-found]
+from ..conftest import search_command  # type: ignore[import-not-found]
 
 TRIALS = 7
 
@@ -35,22 +35,7 @@ def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def _driver(storage: str, log: Path) -> subprocess.Popen[bytes]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "edgecompress.cli",
-        "search",
-        TINY,
-        "--speedup",
-        "0.5",
-        "--trials",
-        str(TRIALS),
-        "--strategy",
-        "tpe",
-        "--storage",
-        storage,
-        "--no-progress",
-    ]
+    cmd = search_command(storage, TRIALS)
     with open(log, "w") as err:
         return subprocess.Popen(cmd, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=err)
 

@@ -33,8 +33,16 @@ def _left_behind(before: set[str], timeout_s: float = 30.0) -> set[str]:
 
 def test_two_workers_on_ray(tiny, workdir: Path) -> None:  # type: ignore[no-untyped-def]
     before = _ray_processes()
+    # the executor runs whatever the strategy proposes (the default strategy's profile costs a
+    # minute here; its proposals in flight together are tested in test_strategies)
     result = search(
-        tiny, trials=4, speedup=0.5, workers=2, storage="sqlite:///ray.db", progress=False
+        tiny,
+        trials=4,
+        speedup=0.5,
+        workers=2,
+        storage="sqlite:///ray.db",
+        progress=False,
+        strategy="tpe",
     )
     assert len(result.trials) == 4
     assert set(result.trials["baseline"]) >= {"teacher", "int8"}

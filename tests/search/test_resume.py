@@ -3,7 +3,6 @@
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from optuna.trial import TrialState
 
 from edgecompress import EdgeCompressError, search
 
-from ..conftest import TINY  # type: ignore[import-not-found]
+from ..conftest import search_command  # type: ignore[import-not-found]
 
 
 def _complete(storage: str, name: str = "tiny") -> list[optuna.trial.FrozenTrial]:
@@ -103,22 +102,8 @@ def _kill_while_a_trial_runs(cmd: list[str], storage: str) -> int | None:
 def test_a_killed_search_is_recovered(workdir: Path) -> None:
     for attempt in range(3):
         storage = f"sqlite:///killed{attempt}.db"
-        cmd = [
-            sys.executable,
-            "-m",
-            "edgecompress.cli",
-            "search",
-            TINY,
-            "--speedup",
-            "0.5",
-            "--trials",
-            "6",  # the retry is queued after the baselines and the three uniform seeds
-            "--strategy",
-            "tpe",
-            "--storage",
-            storage,
-            "--no-progress",
-        ]
+        # 6 trials: the retry is queued after the baselines and the three uniform seeds
+        cmd = search_command(storage, 6)
         interrupted = _kill_while_a_trial_runs(cmd, storage)
         if interrupted is not None:
             break
