@@ -106,6 +106,13 @@ def _parser() -> argparse.ArgumentParser:
         help="wall-clock limit of this run, e.g. 90s, 30m, 2h or 1h30m: no trial starts after "
         "it (those running finish), everything is kept; run again to resume",
     )
+    s.add_argument(
+        "--artifacts",
+        metavar="URL",
+        help="where the trials' ONNX files go: a folder every machine of the study shares, or "
+        "s3://bucket/prefix (boto3's credentials and AWS_ENDPOINT_URL); recorded in the study "
+        "(default: beside an SQLite file, else ./edgecompress-artifacts)",
+    )
     _study_args(s)
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     _format_arg(s)
@@ -238,6 +245,7 @@ def _search(args: argparse.Namespace) -> int:
         strategy=args.strategy,
         max_drop=args.max_drop,
         timeout_s=args.timeout,
+        artifacts=args.artifacts,
     )
     code = print_front(result, args.format)
     if result.stopped:

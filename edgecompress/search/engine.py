@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import onnx
@@ -23,6 +22,8 @@ from edgecompress.errors import EdgeCompressError
 from edgecompress.evaluators import measure_absolute_ms
 from edgecompress.experiment import Experiment
 from edgecompress.gate import CpuGate
+from edgecompress.search.artifacts import check_writable, staging
+from edgecompress.search.artifacts import location as artifact_location
 from edgecompress.search.budget import (
     check_budget_numbers,
     check_reachable,
@@ -128,13 +129,6 @@ def space_and_dominated(
     return describe(space), skipped, None if found is None else found.dominated()
 
 
-def artifacts_dir(storage_url: str | None, study: str) -> Path:
-    """Next to an SQLite file (``demo.db.artifacts/``), else ``./edgecompress-artifacts``."""
-    path = sqlite_path(storage_url or DEFAULT_STORAGE)
-    base = Path(f"{path}.artifacts") if path else Path("edgecompress-artifacts")
-    return (base / study).resolve()
-
-
 def open_ledger(
     experiment: Experiment,
     *,
@@ -148,6 +142,7 @@ def open_ledger(
     screen_asked: bool = False,
     strategy: Strategy | None = None,
     max_drop: float | None = None,
+    artifacts: str | None = None,
 ) -> Ledger:
     """Resume the study (its settings checked) or create it (reference measured, budget checked).
 
@@ -165,7 +160,7 @@ def open_ledger(
     if existing is None:
         try:
             meta = new_study_meta(
-                experiment, space, budget_ms, speedup, reference, storage, name, costing
+                experiment, space, budget_ms, speedup, reference, storage, name, costing, artifacts
             )
             create(store, name, experiment, {**meta, "signature": sig})
         except optuna.exceptions.DuplicatedStudyError:
@@ -185,6 +180,7 @@ def open_ledger(
         if budget_ms is not None or speedup is not None:
             wanted, _ = resolve_budget(budget_ms, speedup, meta["reference_latency_ms"])
         check_resume(existing, sig, wanted)
+        check_artifacts(meta["artifacts"], artifacts, storage, name)
         if asked_costing:
             check_costing(meta.get("costing"), costing, screen_asked)
     if max_drop is not None and meta.get("max_drop") != max_drop:  # the question may change
@@ -197,7 +193,7 @@ def open_ledger(
         study_name=name, storage=store, sampler=strategy.sampler(experiment.seed + runs)
     )
     recover_interrupted(loaded)
-    clean_staging(loaded, Path(meta["artifacts"]) / "staging")  # files of interrupted trials
+    clean_staging(loaded, staging(meta["artifacts"], name))  # files of interrupted trials
     ensure_baselines(loaded, space, uniform=strategy.uniform_seeds)
     stored = Costing.from_dict(meta["costing"]) if meta.get("costing") else None
     context = Context(
@@ -210,6 +206,16 @@ def open_ledger(
         max_drop=meta.get("max_drop"),
     )
     return Ledger(loaded, space, experiment.objectives, strategy, context, experiment.seed)
+
+
+def check_artifacts(stored: str, given: str | None, storage: str | None, name: str) -> None:
+    """A resumed study keeps its artifacts where it was created: another ``--artifacts`` is
+    refused (its trials' files are in the first place)."""
+    if given is not None and artifact_location(given, storage, name) != stored:
+        raise EdgeCompressError(
+            f"study {name!r} keeps its ONNX files in {stored}; resume it without --artifacts or "
+            "with the same one, or start a new --study."
+        )
 
 
 SETTLE_S = 10.0  # how long a study without trials may lack its settings: its creator's moment
@@ -256,8 +262,11 @@ def new_study_meta(
     storage: str | None,
     name: str,
     costing: Costing | None = None,
+    artifacts: str | None = None,
 ) -> dict[str, Any]:
     resolve_budget(budget_ms, speedup, 1.0)  # refuse bad budget arguments before measuring
+    where = artifact_location(artifacts, storage, name)
+    check_writable(where)  # a bucket or folder this machine cannot write: refused now
     table_only = costing is not None and costing.latency == "table"
     if costing is not None and costing.latency == "table":
         reference_ms = costing.predict_model(experiment, reference.onnx).latency_ms
@@ -287,7 +296,7 @@ def new_study_meta(
         "device": costing.table.header["device"]
         if costing is not None and table_only
         else describe_device(),
-        "artifacts": str(artifacts_dir(storage, name)),
+        "artifacts": where,
     }
 
 
@@ -360,6 +369,7 @@ def search(
     strategy: str | Strategy | None = None,
     max_drop: float | None = None,
     timeout_s: float | None = None,
+    artifacts: str | None = None,
 ) -> Result:
     """Run (or resume) the study until ``trials`` trials are complete; return its result.
     Trials another live driver of the same study is running count toward ``trials`` (they
@@ -380,6 +390,9 @@ def search(
     ``Result.best()`` and ``export --best`` pick, and the ``allocate`` strategy walks toward
     that accuracy line after its ladder (bisecting between the fastest plan within the drop
     and the next faster one outside it, past the pruning floor with students).
+    ``artifacts`` is where the trials' ONNX files go (a folder every machine of the study
+    shares, or ``s3://bucket/prefix``; default beside an SQLite file, else
+    ``./edgecompress-artifacts``), recorded in the study for every driver and ``export``.
     ``timeout_s`` limits the search's wall time: once it has passed (counted from this call,
     the sensitivity profile included), no trial starts; those running finish, everything is
     kept, and ``Result.stopped`` says how far the search got (run it again to resume).
@@ -421,6 +434,7 @@ def search(
         screen_asked=screen is not None,
         strategy=chosen,
         max_drop=max_drop,
+        artifacts=artifacts,
     )
     ledger.deadline = None if timeout_s is None else started + timeout_s
     _start(chosen, ledger, progress)

@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
-from optuna.artifacts import FileSystemArtifactStore, download_artifact
+from optuna.artifacts import download_artifact
 from optuna.trial import TrialState
 
 from edgecompress.errors import EdgeCompressError
+from edgecompress.search.artifacts import store as artifact_store
 from edgecompress.search.storage import META, load_existing, open_storage
 
 COLUMNS = [
@@ -188,7 +189,7 @@ def open_result(study: str, storage: str | None = None) -> Result:
 
 def download(result: Result, number: int, dst: Path) -> Path:
     """Trial ``number``'s ONNX file, copied from the study's artifact store to ``dst``."""
-    store = FileSystemArtifactStore(result.meta["artifacts"])
+    store = artifact_store(result.meta["artifacts"])  # boto3 missing: its own error
     try:
         download_artifact(
             artifact_store=store, artifact_id=result.artifacts[number], file_path=str(dst)

@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+from optuna.artifacts import upload_artifact
 from optuna.trial import TrialState
 
 from edgecompress.plan import Plan
+from edgecompress.search.artifacts import staging
+from edgecompress.search.artifacts import store as artifact_store
 from edgecompress.search.costing import Costing
 from edgecompress.search.heartbeat import INTERVAL_S
 from edgecompress.search.storage import META
@@ -68,7 +70,7 @@ class Ledger:
     @property
     def staging(self) -> str:
         """Where workers leave ONNX files for the driver to store (inside the artifact folder)."""
-        return str(Path(self.meta["artifacts"]) / "staging")
+        return str(staging(self.meta["artifacts"], self.study.study_name))
 
     def completed(self) -> int:
         return len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
@@ -152,11 +154,8 @@ class Ledger:
             for name, value in outcome.metrics.items():
                 trial.set_user_attr(name, float(value))
             trial.set_user_attr("notes", outcome.notes)
-            path = Path(self.meta["artifacts"])
-            path.mkdir(parents=True, exist_ok=True)
-            store = FileSystemArtifactStore(str(path))
             artifact = upload_artifact(
-                artifact_store=store,
+                artifact_store=artifact_store(self.meta["artifacts"]),
                 file_path=outcome.onnx_path,
                 study_or_trial=trial,
                 mimetype="application/onnx",
