@@ -69,7 +69,7 @@ class Ledger:
 
     @property
     def staging(self) -> str:
-        """Where workers leave ONNX files for the driver to store (inside the artifact folder)."""
+        """Where workers leave ONNX files for the driver to store (see ``artifacts.staging``)."""
         return str(staging(self.meta["artifacts"], self.study.study_name))
 
     def completed(self) -> int:
