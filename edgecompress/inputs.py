@@ -28,7 +28,6 @@ from torch import nn
 from edgecompress.errors import EdgeCompressError
 
 SINGLE = "input"  # the ONNX input name of a model that takes one tensor
-FORMS = ("tensor", "tuple", "dict")
 
 
 def form_of(x: Any) -> str:

@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from optuna.artifacts import FileSystemArtifactStore
+from optuna.artifacts import Boto3ArtifactStore, FileSystemArtifactStore
 
 from edgecompress.errors import EdgeCompressError
 from edgecompress.search.storage import DEFAULT_STORAGE, sqlite_path
@@ -76,10 +76,6 @@ class _Prefixed:
 def store(where: str) -> Any:
     """The Optuna artifact store of a location."""
     if where.startswith(S3):
-        try:
-            from optuna.artifacts import Boto3ArtifactStore
-        except ImportError:  # pragma: no cover - optuna ships it; boto3 is the optional part
-            raise EdgeCompressError("this Optuna has no Boto3ArtifactStore") from None
         try:
             import boto3  # noqa: F401
         except ImportError:
