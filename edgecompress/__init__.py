@@ -16,7 +16,13 @@ from edgecompress.errors import EdgeCompressError, NoFeasibleTrial
 from edgecompress.experiment import Experiment, load_experiment
 from edgecompress.plan import InvalidPlan, Plan
 from edgecompress.targets import Target
-from edgecompress.tasks import ClassificationTask, FinetuneSettings
+from edgecompress.tasks import (
+    ClassificationTask,
+    FinetuneSettings,
+    Metric,
+    RegressionTask,
+    SupervisedTask,
+)
 
 # The verbs share their names with their modules; importing them here binds the package
 # attributes to the functions, once and in this order.
@@ -30,10 +36,13 @@ __all__ = [
     "Experiment",
     "FinetuneSettings",
     "InvalidPlan",
+    "Metric",
     "NoFeasibleTrial",
     "Plan",
+    "RegressionTask",
     "Result",
     "StudentFamily",
+    "SupervisedTask",
     "Target",
     "export",
     "load_experiment",

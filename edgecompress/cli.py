@@ -34,6 +34,7 @@ from edgecompress.search import (
 from edgecompress.search.recost import recost
 from edgecompress.search.storage import open_storage, redacted, study_names
 from edgecompress.targets.profile import load_profile
+from edgecompress.tasks import ClassificationTask, RegressionTask
 
 EXIT_BAD_INPUT, EXIT_TRIALS_FAILING = 2, 4
 EXPERIMENT_HELP = "FILE.py:NAME or package.module:NAME naming an edgecompress.Experiment"
@@ -95,10 +96,16 @@ def _parser() -> argparse.ArgumentParser:
         "random",
     )
     s.add_argument(
+        "--metric",
+        help="the task's metric the study optimises (default: the task's own; classification: "
+        "accuracy; regression: rmse, mae, mse or r2); every metric is recorded",
+    )
+    s.add_argument(
         "--max-drop",
         type=float,
-        help="ask for the fastest model within this drop of the teacher's validation accuracy "
-        "(0.01: one point) instead of the most accurate within the budget",
+        help="ask for the fastest model within this drop of the teacher's validation metric, "
+        "in its units (0.01: one accuracy point; for an error, how much larger it may be) "
+        "instead of the best within the budget",
     )
     s.add_argument(
         "--timeout",
@@ -118,9 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     _format_arg(s)
 
     f = sub.add_parser("front", help="show the Pareto front of a study, budget marked")
-    f.add_argument(
-        "--target", help="re-cost the study for this target's table (accuracy unchanged)"
-    )
+    f.add_argument("--target", help="re-cost the study for this target's table (metrics unchanged)")
     f.add_argument("--targets", help="folder of target profiles (default ./targets)")
     f.add_argument(
         "--budget-ms",
@@ -138,8 +143,8 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument(
         "--best",
         action="store_true",
-        help="the answer to the study's question: the most accurate trial within the budget, "
-        "or the fastest within --max-drop of the teacher",
+        help="the answer to the study's question: the best trial (by the study's metric) within "
+        "the budget, or the fastest within --max-drop of the teacher",
     )
     which.add_argument("--trial", type=int, help="this trial number")
     e.add_argument("-o", "--output", required=True, help="path of the .onnx file to write")
@@ -153,7 +158,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--experiment", help="FILE.py:NAME (default: the one the study searched)")
 
     pl = sub.add_parser(
-        "plot", help="draw a study: accuracy against latency, the front, the budget (png/html)"
+        "plot", help="draw a study: its metric against latency, the front, the budget (png/html)"
     )
     _study_args(pl)
     pl.add_argument(
@@ -244,6 +249,7 @@ def _search(args: argparse.Namespace) -> int:
         targets=args.targets,
         strategy=args.strategy,
         max_drop=args.max_drop,
+        metric=args.metric,
         timeout_s=args.timeout,
         artifacts=args.artifacts,
     )
@@ -315,13 +321,13 @@ def _export(args: argparse.Namespace) -> int:
     result = open_result(_study_name(args), args.storage)
     experiment = _experiment_of(result, args.experiment)
     manifest = export(experiment, result, args.output, trial=args.trial, formats=args.format)
-    m = manifest["metrics"]
-    test = "no test split" if m["test_accuracy"] is None else f"test {m['test_accuracy']:.4f}"
+    m, name = manifest["metrics"], manifest["metric"]
+    test = "no test split" if m[f"test_{name}"] is None else f"test {m[f'test_{name}']:.4f}"
     again = m["latency_ms_remeasured"]
     now = "from the target's table" if again is None else f"re-measured now: {again:.4f} ms"
     print(
-        f"wrote {args.output} and its manifest: trial {manifest['trial']}, accuracy "
-        f"{m['accuracy']:.4f} ({test}; verified), latency {m['latency_ms']:.4f} ms, "
+        f"wrote {args.output} and its manifest: trial {manifest['trial']}, {name} "
+        f"{m[name]:.4f} ({test}; verified), latency {m['latency_ms']:.4f} ms, "
         f"{m['speedup']:.1f}x the uncompressed model ({now}), budget "
         f"{manifest['budget_ms']:.4f} ms"
         + (
@@ -336,7 +342,7 @@ def _export(args: argparse.Namespace) -> int:
         timed = ort["latency_ms_remeasured"]
         print(
             f"wrote {Path(args.output).with_suffix('.ort')} (ONNX Runtime Mobile, "
-            f"{ort['size_mb']:.2f} MB): accuracy verified"
+            f"{ort['size_mb']:.2f} MB): {name} verified"
             + ("" if timed is None else f", re-measured {timed:.4f} ms")
         )
     return 0
@@ -382,7 +388,8 @@ def _space(args: argparse.Namespace) -> int:
 
 
 def _profile(args: argparse.Namespace) -> int:
-    frame = profile_report(load_experiment(args.experiment), progress=not args.no_progress)
+    experiment = load_experiment(args.experiment)
+    frame = profile_report(experiment, progress=not args.no_progress)
     if args.format != "table":
         print(frame.to_json(orient="records") if args.format == "json" else frame.to_csv())
         return 0
@@ -393,8 +400,8 @@ def _profile(args: argparse.Namespace) -> int:
     )
     print(
         f"base plan {frame.attrs['base_ms']:.4f} ms (the uncompressed model "
-        f"{frame.attrs['reference_ms']:.4f} ms). damage: KL divergence from the teacher's "
-        "outputs without fine-tuning; saved: latency saved against the base plan"
+        f"{frame.attrs['reference_ms']:.4f} ms). damage: {_divergence(experiment)} "
+        "without fine-tuning; saved: latency saved against the base plan"
     )
     bases = frame.attrs.get("bases", ())
     if len(bases) > 1:
@@ -412,6 +419,15 @@ def _profile(args: argparse.Namespace) -> int:
         print(f"\ndominated here ({len(dominated)}; an allocation never takes them):")
         print(pd.DataFrame(dominated).to_string(index=False))
     return 0
+
+
+def _divergence(experiment: Experiment) -> str:
+    """What the profile's damage is for this experiment's task, in words."""
+    if isinstance(experiment.task, ClassificationTask):
+        return "KL divergence from the teacher's outputs"
+    if isinstance(experiment.task, RegressionTask):
+        return "squared difference from the teacher's outputs over their variance"
+    return f"{type(experiment.task).__name__}.divergence from the teacher's outputs"
 
 
 def _bar(value: float, largest: float, width: int = 20) -> str:

@@ -81,11 +81,12 @@ def _table(result: Result, records: list[dict[str, Any]]) -> str:
     if m.get("recosted_for"):
         head += (
             f"\nre-costed for target {m['recosted_for']}: latency and feasibility from its table;"
-            " accuracy and size as trained"
+            f" {result.metric} and size as trained"
         )
     if result.max_drop is not None:
         head += (
-            f"\nquestion: the fastest model within {result.max_drop:g} of the teacher's accuracy"
+            f"\nquestion: the fastest model within {result.max_drop:g} of the teacher's "
+            f"{result.metric}"
         )
     s = result.screening
     if s:
@@ -105,11 +106,12 @@ def _table(result: Result, records: list[dict[str, Any]]) -> str:
         if result.has_feasible
         else "NO trial meets the budget; the closest trials"
     )
+    name = result.metric
     rows = [
         {
             "trial": r["trial"],
-            "accuracy": f"{r['accuracy']:.4f}" + _se(r.get("accuracy_se")),
-            "test_acc": "-" if r["test_accuracy"] is None else f"{r['test_accuracy']:.4f}",
+            name: f"{r[name]:.4f}" + _se(r.get(f"{name}_se")),
+            f"test_{name}": "-" if r[f"test_{name}"] is None else f"{r[f'test_{name}']:.4f}",
             "latency_ms": f"{r['latency_ms']:.4f}",
             "speedup": f"{r['speedup']:.1f}x",
             "size_mb": f"{r['size_mb']:.3f}",

@@ -22,14 +22,10 @@ from edgecompress.blocks import StudentFamily
 from edgecompress.errors import EdgeCompressError
 from edgecompress.inputs import InputSpec, call, describe, form_of
 from edgecompress.targets import Target
-from edgecompress.tasks import ClassificationTask
+from edgecompress.tasks import Metric, SupervisedTask
 
-OBJECTIVES = {
-    "accuracy": "maximize",
-    "latency_ms": "minimize",
-    "size_mb": "minimize",
-    "size_gz_mb": "minimize",
-}
+# the objectives besides the task's metric (which is always the first), all minimized
+COSTS = ("latency_ms", "size_mb", "size_gz_mb")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,17 +43,20 @@ class Experiment:
     ``StudentFamily``: smaller architectures ``build(width=..., depth=...)`` (e.g. the teacher's
     own class, narrower and shallower) a trial may distill the teacher into; ``validate()``
     builds its smallest and largest member and runs them on the example input.
+    ``task`` is a ``SupervisedTask`` (``ClassificationTask``, ``RegressionTask`` or the user's
+    own). ``objectives`` are the task's metric (``task.metric``; always first) and
+    ``latency_ms``, optionally ``size_mb`` / ``size_gz_mb``; ``()``: the metric and latency.
     """
 
     name: str
     model: Callable[[], nn.Module]
     example_input: Any  # torch.Tensor | tuple[torch.Tensor, ...] | dict[str, torch.Tensor]
-    task: ClassificationTask
+    task: SupervisedTask
     space: Any = None
     exclude: tuple[str, ...] = ()
     student: StudentFamily | None = None
     target: Target = field(default_factory=Target)
-    objectives: tuple[str, ...] = ("accuracy", "latency_ms")
+    objectives: tuple[str, ...] = ()
     seed: int = 0
     ref: str | None = None  # "FILE.py:NAME" this experiment was loaded from, set by load_experiment
 
@@ -72,12 +71,39 @@ class Experiment:
                 f"Experiment.student must be an edgecompress.StudentFamily or None, got "
                 f"{type(self.student).__name__}: StudentFamily(build=..., width=..., depth=...)"
             )
-        unknown = [o for o in self.objectives if o not in OBJECTIVES]
-        if unknown or "accuracy" not in self.objectives or "latency_ms" not in self.objectives:
+        if not isinstance(self.task, SupervisedTask):
             raise EdgeCompressError(
-                f"Experiment.objectives {self.objectives!r}: must include 'accuracy' and "
-                f"'latency_ms' and name only known objectives {sorted(OBJECTIVES)}."
+                f"Experiment.task must be an edgecompress task (ClassificationTask, "
+                f"RegressionTask or a SupervisedTask subclass), got {type(self.task).__name__}."
             )
+        metric = self.task.objective.name
+        if not self.objectives:
+            object.__setattr__(self, "objectives", (metric, "latency_ms"))
+        costs = self.objectives[1:]
+        unknown = [o for o in costs if o not in COSTS]
+        if self.objectives[0] != metric or unknown or "latency_ms" not in costs:
+            raise EdgeCompressError(
+                f"Experiment.objectives {self.objectives!r}: the first must be the task's metric "
+                f"{metric!r} (task.metric; this task scores {', '.join(self.task.metric_names)}),"
+                f" then 'latency_ms' and optionally {', '.join(c for c in COSTS[1:])}."
+            )
+
+    @property
+    def metric(self) -> Metric:
+        """The task's metric the study optimises (its first objective)."""
+        return self.task.objective
+
+    def with_metric(self, name: str) -> Experiment:
+        """This experiment optimising the task's metric ``name`` instead (``--metric``)."""
+        if name not in self.task.metric_names:
+            raise EdgeCompressError(
+                f"metric {name!r}: the task of experiment {self.name!r} "
+                f"({type(self.task).__name__}) scores {', '.join(self.task.metric_names)}; "
+                "choose one of them."
+            )
+        return replace(
+            self, task=self.task.with_metric(name), objectives=(name, *self.objectives[1:])
+        )
 
     @cached_property
     def inputs(self) -> InputSpec:
@@ -87,7 +113,7 @@ class Experiment:
         return InputSpec.of(model, self.example_input)
 
     def directions(self) -> list[str]:
-        return [OBJECTIVES[o] for o in self.objectives]
+        return [self.metric.direction, *("minimize" for _ in self.objectives[1:])]
 
     def validate(self) -> None:
         """Runs the model once on the example input; a rejected shape is a clear error."""
@@ -115,27 +141,39 @@ class Experiment:
                 "tuple of tensors (positional arguments) or a dict of tensors (keyword "
                 "arguments); token ids as torch.int64."
             ) from None
-        if not isinstance(out, torch.Tensor) or out.dim() != 2:
-            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        wrong = self.task.check_outputs(out)
+        if wrong is not None:
             raise EdgeCompressError(
-                f"Experiment {self.name!r}: a classification model must return logits of shape "
-                f"(batch, classes); it returned {shape}."
+                f"Experiment {self.name!r} ({type(self.task).__name__}): {wrong}. Use the task "
+                "that matches the model's outputs (ClassificationTask, RegressionTask or your "
+                "own SupervisedTask)."
             )
         self._check_student(tuple(out.shape))
-        self._check_data()
+        self._check_data(model)
 
-    def _check_data(self) -> None:
+    def _check_data(self, model: nn.Module) -> None:
         """One batch of the validation split has the example's form, inputs, dtypes
         (integers exactly: token ids; floating point any, fed as float32) and shapes past the
-        batch dimension, before any work."""
+        batch dimension, and targets that fit the model's outputs on it, before any work."""
         loader = getattr(self.task, "val", None)
         if loader is None:
             return
         try:
-            x = next(iter(loader))[0]
+            x, y = next(iter(loader))[:2]
         except Exception:  # noqa: BLE001 - the task's own check reports its data
             return
-        self.inputs.check(x, f"Experiment {self.name!r}: the task's validation split")
+        where = f"Experiment {self.name!r}: the task's validation split"
+        self.inputs.check(x, where)
+        try:
+            with torch.no_grad():
+                out = call(model.eval(), x)
+        except Exception as exc:  # noqa: BLE001 - the data the model rejects
+            raise EdgeCompressError(
+                f"{where}: the model rejects its first batch ({type(exc).__name__}: {exc})."
+            ) from None
+        wrong = self.task.check_targets(out, torch.as_tensor(y))
+        if wrong is not None:
+            raise EdgeCompressError(f"{where}: {wrong}.")
 
     def _check_student(self, shape: tuple[int, ...]) -> None:
         """The smallest and largest student of the family build and give the teacher's shape."""

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import io
 import json
+import math
 import os
 import subprocess
 import tempfile
@@ -17,7 +18,7 @@ import onnx
 
 from edgecompress import __version__
 from edgecompress.errors import EdgeCompressError, NoFeasibleTrial
-from edgecompress.evaluators import OnnxAccuracy, measure_ratio, onnx_accuracy, session
+from edgecompress.evaluators import OnnxMetrics, measure_ratio, session
 from edgecompress.experiment import Experiment
 from edgecompress.gate import CpuGate
 from edgecompress.inputs import leaves
@@ -59,12 +60,12 @@ def export(
 ) -> dict[str, Any]:
     """Writes ``path`` (.onnx) and the manifest beside it (.json); returns the manifest.
 
-    The ONNX file recorded with the trial is checked before anything is written: its accuracy
-    on the validation (and test) split, recomputed now in ONNX Runtime, must equal the recorded
-    one. An existing file at ``path`` is replaced only once that check passed.
+    The ONNX file recorded with the trial is checked before anything is written: the study's
+    metric on the validation (and test) split, recomputed now in ONNX Runtime, must equal the
+    recorded one. An existing file at ``path`` is replaced only once that check passed.
     ``remeasure`` also times it again against the reference and records that latency.
     ``formats``: ``"ort"`` also writes the ONNX Runtime Mobile format beside it (``.ort``,
-    converted by ONNX Runtime's own converter), checked the same way (its accuracy must equal
+    converted by ONNX Runtime's own converter), checked the same way (its metric must equal
     the recorded one) and re-measured; the manifest's ``formats`` describes each file.
     """
     path = Path(path)
@@ -81,7 +82,7 @@ def export(
     record = result.records(result.trials[result.trials["trial"] == number])[0]
     with tempfile.TemporaryDirectory() as tmp:
         model = download(result, number, Path(tmp) / "model.onnx")
-        _verify(experiment, model, record)
+        _verify(experiment, result, model, record)
         manifest = _manifest(result, record)
         manifest.update(_graph_names(model))
         manifest["reproduce"] = provenance(experiment, record["trial"])
@@ -94,11 +95,11 @@ def export(
         converted = {}
         if "ort" in formats:
             converted["ort"] = _to_ort(model, Path(tmp) / "ort")
-            _verify(experiment, converted["ort"], record, what="converted .ort model")
+            _verify(experiment, result, converted["ort"], record, what="converted .ort model")
             files["ort"] = {
                 "file": path.with_suffix(".ort").name,
                 "size_mb": converted["ort"].stat().st_size / 1e6,
-                "accuracy_verified": True,
+                "metric_verified": True,
                 # ONNX Runtime's "fixed" optimizations at level "all": the graph as this
                 # machine's CPU runs it (its layout optimizations included)
                 "optimized_for": describe_device()["cpu_model"],
@@ -155,15 +156,29 @@ def _replace(path: Path, data: bytes) -> None:
 
 
 def _verify(
-    experiment: Experiment, model: Path, record: dict[str, Any], what: str = "stored model"
+    experiment: Experiment,
+    result: Result,
+    model: Path,
+    record: dict[str, Any],
+    what: str = "stored model",
 ) -> None:
-    """The file's accuracies, recomputed in ONNX Runtime now, equal the recorded ones."""
-    splits = [("val", "accuracy")]
-    if experiment.task.test is not None and record["test_accuracy"] is not None:
-        splits.append(("test", "test_accuracy"))
+    """The study's metric of the file, recomputed in ONNX Runtime now on the validation (and
+    test) split, equals the recorded one (to rounding: the same outputs, the same sums)."""
+    name = result.metric
+    if name not in experiment.task.metric_names:
+        raise EdgeCompressError(
+            f"study {result.study_name!r} optimised {name!r}, which the experiment's task "
+            f"({type(experiment.task).__name__}) does not score "
+            f"({', '.join(experiment.task.metric_names)}): export it with the experiment that "
+            "searched it (--experiment FILE.py:NAME)."
+        )
+    splits = [("val", name)]
+    if experiment.task.test is not None and record[f"test_{name}"] is not None:
+        splits.append(("test", f"test_{name}"))
+    scorer = OnnxMetrics(experiment.task, experiment.inputs)
     for split, key in splits:
-        now = onnx_accuracy(model, *OnnxAccuracy(experiment.task, experiment.inputs).split(split))
-        if now != record[key]:
+        now = scorer.scores(model, split)[name]
+        if not math.isclose(now, record[key], rel_tol=1e-9, abs_tol=1e-12):
             why = (
                 "The model or the data changed since the search (another experiment file, "
                 "other data?)."
@@ -171,7 +186,7 @@ def _verify(
                 else "The conversion changed the model's outputs; export the .onnx alone."
             )
             raise EdgeCompressError(
-                f"trial {record['trial']}: the {what}'s {split} accuracy is {now:.6f} here, "
+                f"trial {record['trial']}: the {what}'s {split} {name} is {now:.6f} here, "
                 f"but the study recorded {record[key]:.6f}. Nothing was written. {why}"
             )
 
@@ -221,9 +236,10 @@ def _remeasure(experiment: Experiment, result: Result, model: Path) -> float:
 
 
 def _manifest(result: Result, record: dict[str, Any]) -> dict[str, Any]:
+    name = result.metric
     keys = (
-        "accuracy",
-        "test_accuracy",
+        name,
+        f"test_{name}",
         "latency_ms",
         "size_mb",
         "size_gz_mb",
@@ -244,7 +260,9 @@ def _manifest(result: Result, record: dict[str, Any]) -> dict[str, Any]:
             # against the uncompressed model timed at the study's start, as the front shows it
             "speedup": meta["reference_latency_ms"] / record["latency_ms"],
         },
-        "accuracy_split": "val (selection); test_accuracy is the held-out test split",
+        "metric": name,
+        "metric_direction": result.directions()[0],
+        "metric_split": f"val (selection); test_{name} is the held-out test split",
         "budget_ms": meta["budget_ms"],
         "speedup_budget": meta.get("speedup"),
         "feasible": record["feasible"],

@@ -48,7 +48,7 @@ from edgecompress.compress.student import StudentBuilder, drop_missing
 from edgecompress.experiment import Experiment
 from edgecompress.inputs import call, take, to_torch
 from edgecompress.plan import InvalidPlan, Plan
-from edgecompress.tasks import ClassificationTask, FinetuneSettings, hint_pairs
+from edgecompress.tasks import FinetuneSettings, SupervisedTask, hint_pairs
 
 Gate = Callable[[], AbstractContextManager[Any]]
 METHODS = (
@@ -86,9 +86,9 @@ def finetune_settings(plan: Plan, default: FinetuneSettings) -> FinetuneSettings
         raise InvalidPlan(f"finetune: {exc}") from None
 
 
-def check_finite(model: nn.Module, task: ClassificationTask, samples: int = 64) -> None:
+def check_finite(model: nn.Module, task: SupervisedTask, samples: int = 64) -> None:
     """The compressed model's outputs on the first training inputs are finite numbers: one
-    that outputs NaN or inf is refused here with the reason (it scored chance accuracy with
+    that outputs NaN or inf is refused here with the reason (it scored a meaningless metric with
     nothing said, or failed in int8 calibration with ONNX Runtime's "scale issue")."""
     x, _ = task.arrays("train")
     with torch.no_grad():
@@ -115,7 +115,7 @@ def l1_strength(plan: Plan) -> float:
     return float(value)
 
 
-def training_batches(task: ClassificationTask, size: int = 64) -> Iterator[tuple[Any, Any]]:
+def training_batches(task: SupervisedTask, size: int = 64) -> Iterator[tuple[Any, Any]]:
     """The training split in a fixed order (for criteria that need gradients)."""
     x, y = task.arrays("train")
     for start in range(0, len(y), size):
@@ -220,6 +220,7 @@ class _Steps:
             self.experiment.example_input,
             batches=lambda: training_batches(self.experiment.task),
             seed=self.experiment.seed,
+            loss=self.experiment.task.loss,
         )
         with self.gate():
             self.student = pruner.apply(self.student, self.plan)

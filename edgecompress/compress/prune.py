@@ -34,7 +34,8 @@ from edgecompress.inputs import call
 from edgecompress.modules import dependency_graph
 from edgecompress.plan import InvalidPlan, Plan
 
-Batches = Callable[[], Iterable[tuple[Any, torch.Tensor]]]  # (inputs of any form, labels)
+Batches = Callable[[], Iterable[tuple[Any, torch.Tensor]]]  # (inputs of any form, targets)
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, targets) -> loss
 CRITERIA = ("l1", "l2", "taylor", "bn_scale", "slimming", "fpgm", "random")
 TAYLOR_BATCHES = 4
 
@@ -42,16 +43,23 @@ TAYLOR_BATCHES = 4
 class ChannelPruner:
     """``apply(model, plan)`` removes ``prune.<group>`` of each group's output channels.
 
-    ``batches`` yields ``(inputs, labels)`` training batches; only the ``taylor`` criterion
-    uses them (the first few). ``seed`` fixes the ``random`` criterion.
+    ``batches`` yields ``(inputs, targets)`` training batches; only the ``taylor`` criterion
+    uses them (the first few), with ``loss`` (the task's; default cross-entropy on labels).
+    ``seed`` fixes the ``random`` criterion.
     """
 
     def __init__(
-        self, example_input: Any, *, batches: Batches | None = None, seed: int = 0
+        self,
+        example_input: Any,
+        *,
+        batches: Batches | None = None,
+        seed: int = 0,
+        loss: Loss = nn.functional.cross_entropy,
     ) -> None:
         self.example_input = example_input
         self.batches = batches
         self.seed = seed
+        self.loss = loss
         self.fallbacks: list[str] = []
 
     def apply(self, model: nn.Module, plan: Plan) -> nn.Module:
@@ -89,7 +97,7 @@ class ChannelPruner:
         for i, (x, y) in enumerate(self.batches()):
             if i == TAYLOR_BATCHES:
                 break
-            nn.functional.cross_entropy(call(model, x), y).backward()
+            self.loss(call(model, x), y).backward()
 
 
 def _settings(plan: Plan) -> tuple[str, int]:

@@ -1,9 +1,9 @@
 """Allocation: the per-layer plan that loses the least fidelity within a latency budget.
 
-Each knob the profile covers offers options, each with a damage (KL from the teacher, see
-``sensitivity``) and a latency change from the base plan, as a log ratio: the model predicts a
-plan's latency as the base's times the product of each option's ratio alone. (A sum of the
-savings measured alone double-counts: pruning a group shrinks its own layer and the next
+Each knob the profile covers offers options, each with a damage (the task's divergence from the
+teacher, see ``sensitivity``) and a latency change from the base plan, as a log ratio: the model
+predicts a plan's latency as the base's times the product of each option's ratio alone. (A sum of
+the savings measured alone double-counts: pruning a group shrinks its own layer and the next
 one, so the next group's saving alone counts that layer again; summed, the savings of the
 example's groups exceed the whole model's latency. A product saturates as latency does.) For a
 multiplier ``lam``, every knob takes the option minimizing ``damage + lam * log ratio`` (a

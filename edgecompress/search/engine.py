@@ -33,7 +33,7 @@ from edgecompress.search.budget import (
 )
 from edgecompress.search.costing import Costing, costing_for
 from edgecompress.search.executors import run_in_process
-from edgecompress.search.front import Result, load_result
+from edgecompress.search.front import Result, load_result, metric_of
 from edgecompress.search.heartbeat import Heartbeat
 from edgecompress.search.ledger import Ledger, now
 from edgecompress.search.probe import LatencyProbe
@@ -143,8 +143,13 @@ def open_ledger(
     strategy: Strategy | None = None,
     max_drop: float | None = None,
     artifacts: str | None = None,
+    metric_asked: bool = False,
 ) -> Ledger:
     """Resume the study (its settings checked) or create it (reference measured, budget checked).
+
+    A resumed study keeps the metric it was created with when none was asked
+    (``metric_asked`` False) and its task scores it: ``ledger.context.experiment`` is then the
+    experiment optimising that metric.
 
     A resumed study keeps the latency source it was created with; ``asked_costing``: the caller
     named one (a target, a latency source, screening), which must then be the stored one.
@@ -155,8 +160,14 @@ def open_ledger(
     file = sqlite_path(storage or DEFAULT_STORAGE)
     created = file is not None and not file.exists()
     store = open_storage(storage, must_exist=False)
-    sig = signature(experiment, space)
     existing = _settled(name, store)
+    if existing is not None and not metric_asked:
+        stored_metric = metric_of(existing.user_attrs[META])[0]
+        if stored_metric != experiment.metric.name and stored_metric in (
+            experiment.task.metric_names
+        ):
+            experiment = experiment.with_metric(stored_metric)
+    sig = signature(experiment, space)
     if existing is None:
         try:
             meta = new_study_meta(
@@ -204,6 +215,7 @@ def open_ledger(
         latency=LatencyProbe(experiment, reference, float(meta["reference_latency_ms"]), stored),
         fastest_ms=float(meta.get("fastest_ms", 0.0)),
         max_drop=meta.get("max_drop"),
+        metric=experiment.metric,
     )
     return Ledger(loaded, space, experiment.objectives, strategy, context, experiment.seed)
 
@@ -288,6 +300,7 @@ def new_study_meta(
         "experiment": experiment.name,
         "experiment_ref": experiment.ref,
         "objectives": list(experiment.objectives),
+        "metric": experiment.metric.to_dict(),
         "budget_ms": budget,
         "speedup": speedup,
         "reference_latency_ms": reference_ms,
@@ -321,8 +334,9 @@ def _start(strategy: Strategy, ledger: Ledger, progress: bool) -> None:
 
 def profile_report(experiment: Experiment, *, progress: bool = True) -> pd.DataFrame:
     """The experiment's sensitivity profile on its target, measured here (or from the cache):
-    one row per knob and value, with the damage (KL from the teacher's outputs, untrained) and
-    the latency it saves against the base plan (``saved_ms``, ``saved_pct``). ``attrs``:
+    one row per knob and value, with the damage (the task's divergence from the teacher's
+    outputs, untrained) and the latency it saves against the base plan (``saved_ms``,
+    ``saved_pct``). ``attrs``:
     ``reference_ms``, ``base_ms``, and ``bases``, the precisions and alignments the base was
     chosen among, with their measured latency ratios; ``dominated``, the options that pay
     nothing here (``Sensitivity.dominated``)."""
@@ -370,6 +384,7 @@ def search(
     max_drop: float | None = None,
     timeout_s: float | None = None,
     artifacts: str | None = None,
+    metric: str | None = None,
 ) -> Result:
     """Run (or resume) the study until ``trials`` trials are complete; return its result.
     Trials another live driver of the same study is running count toward ``trials`` (they
@@ -385,10 +400,13 @@ def search(
     on when the target has a table) skips plans predicted clearly over the budget. ``targets``
     is the folder of target profiles (default ``./targets``). ``strategy`` is what proposes
     the plans: ``"allocate"`` (the default), ``"tpe"``, ``"random"``, or a ``Strategy``.
+    ``metric`` names the task's metric the study optimises (``--metric``; default the task's
+    own, ``task.metric``; a resumed study keeps the metric it was created with).
     ``max_drop`` asks for the fastest model within that drop of the teacher's validation
-    accuracy (e.g. 0.01) instead of the most accurate one within the budget: it decides what
+    metric (in its units: 0.01 is one accuracy point; for an error, how much larger it may be)
+    instead of the best one within the budget: it decides what
     ``Result.best()`` and ``export --best`` pick, and the ``allocate`` strategy walks toward
-    that accuracy line after its ladder (bisecting between the fastest plan within the drop
+    that line after its ladder (bisecting between the fastest plan within the drop
     and the next faster one outside it, past the pruning floor with students).
     ``artifacts`` is where the trials' ONNX files go (a folder every machine of the study
     shares, or ``s3://bucket/prefix``; default beside an SQLite file, else
@@ -406,11 +424,9 @@ def search(
         raise EdgeCompressError(f"--trials must be >= 1, got {trials}")
     if workers < 1:
         raise EdgeCompressError(f"--workers must be >= 1, got {workers}")
-    if max_drop is not None and not 0 <= max_drop < 1:
-        raise EdgeCompressError(
-            f"--max-drop is an accuracy drop from the teacher's, 0 <= drop < 1 (0.01 is one "
-            f"point), got {max_drop}"
-        )
+    if metric is not None:
+        experiment = experiment.with_metric(metric)
+    check_max_drop(max_drop, experiment.metric.name)
     parallel = workers > 1 or ray_address is not None
     if parallel and experiment.ref is None:
         raise EdgeCompressError(
@@ -435,7 +451,10 @@ def search(
         strategy=chosen,
         max_drop=max_drop,
         artifacts=artifacts,
+        metric_asked=metric is not None,
     )
+    assert ledger.context is not None
+    experiment = ledger.context.experiment  # a resumed study's metric
     ledger.deadline = None if timeout_s is None else started + timeout_s
     _start(chosen, ledger, progress)
     done = ledger.completed()
@@ -452,8 +471,9 @@ def search(
         if outcome is not None and not outcome.screened:
             bar.update(1)
         best = load_result(ledger.study).best()
+        name = experiment.metric.name
         bar.set_postfix_str(
-            f"best feasible: acc {best['accuracy']:.4f} at {best['latency_ms']:.4f} ms "
+            f"best feasible: {name} {best[name]:.4g} at {best['latency_ms']:.4f} ms "
             f"(#{best['trial']})"
             if best is not None
             else f"no feasible trial yet (budget {ledger.budget_ms:.4f} ms)"
@@ -481,6 +501,19 @@ def search(
             f"{trials} trials are complete, every one kept; run the search again to resume",
         )
     return result
+
+
+def check_max_drop(max_drop: float | None, metric: str) -> None:
+    """``--max-drop`` is a finite drop >= 0 in the metric's units (below 1 for accuracy)."""
+    if max_drop is None:
+        return
+    bounded = metric == "accuracy"
+    if not (math.isfinite(max_drop) and max_drop >= 0) or (bounded and max_drop >= 1):
+        units = "0 <= drop < 1; 0.01 is one point" if bounded else "a finite number >= 0"
+        raise EdgeCompressError(
+            f"--max-drop is how much worse than the teacher's {metric} a model may be, in the "
+            f"metric's units ({units}), got {max_drop}"
+        )
 
 
 def duration(seconds: float) -> str:

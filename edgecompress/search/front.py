@@ -17,11 +17,7 @@ from edgecompress.errors import EdgeCompressError
 from edgecompress.search.artifacts import store as artifact_store
 from edgecompress.search.storage import META, load_existing, open_storage
 
-COLUMNS = [
-    "trial",
-    "accuracy",
-    "accuracy_se",
-    "test_accuracy",
+COSTS = [
     "latency_ms",
     "size_mb",
     "size_gz_mb",
@@ -33,6 +29,18 @@ COLUMNS = [
     "plan",
     "notes",
 ]
+
+
+def columns(metric: str) -> list[str]:
+    """The columns of a study's trials: its metric (with standard error and test value), then
+    latency, sizes, feasibility and the plan."""
+    return ["trial", metric, f"{metric}_se", f"test_{metric}", *COSTS]
+
+
+def metric_of(meta: dict[str, Any]) -> tuple[str, str]:
+    """The study's metric and its direction (studies made before tasks had metrics: accuracy)."""
+    recorded = meta.get("metric") or {"name": "accuracy", "direction": "maximize"}
+    return str(recorded["name"]), str(recorded["direction"])
 
 
 def pareto_mask(values: np.ndarray, directions: list[str]) -> np.ndarray:
@@ -66,11 +74,24 @@ class Result:
         return list(self.meta["objectives"])
 
     @property
+    def metric(self) -> str:
+        """The name of the task metric the study optimises (``accuracy``, ``rmse``, ...)."""
+        return metric_of(self.meta)[0]
+
+    @property
+    def higher_is_better(self) -> bool:
+        return metric_of(self.meta)[1] == "maximize"
+
+    def directions(self) -> list[str]:
+        """Optuna's direction of each objective: the metric's, then minimize."""
+        return [metric_of(self.meta)[1], *("minimize" for _ in self.objectives[1:])]
+
+    @property
     def has_feasible(self) -> bool:
         return bool(self.trials["feasible"].any()) if len(self.trials) else False
 
     def front(self, *, closest: int = 5) -> pd.DataFrame:
-        """Pareto-optimal feasible trials, most accurate first.
+        """Pareto-optimal feasible trials, best metric first.
 
         When no trial meets the budget, the ``closest`` least-violating trials instead (all with
         ``feasible`` False): check ``has_feasible``.
@@ -78,12 +99,11 @@ class Result:
         if not self.has_feasible:
             return self.trials.sort_values("violation_ms").head(closest).reset_index(drop=True)
         ok = self.trials[self.trials["feasible"]]
-        directions = [optuna_direction(o) for o in self.objectives]
-        mask = pareto_mask(ok[self.objectives].to_numpy(dtype=float), directions)
+        mask = pareto_mask(ok[self.objectives].to_numpy(dtype=float), self.directions())
         front = ok[mask].drop_duplicates(subset=self.objectives)
-        return front.sort_values(["accuracy", "latency_ms"], ascending=[False, True]).reset_index(
-            drop=True
-        )
+        return front.sort_values(
+            [self.metric, "latency_ms"], ascending=[not self.higher_is_better, True]
+        ).reset_index(drop=True)
 
     def records(self, frame: pd.DataFrame) -> list[dict[str, Any]]:
         """Rows of ``frame`` as JSON-ready dicts (NaN becomes None), with the ``speedup``."""
@@ -100,8 +120,9 @@ class Result:
 
     @property
     def max_drop(self) -> float | None:
-        """The study's question: None, the most accurate model within the budget; a number,
-        the fastest model within that accuracy drop of the teacher (e.g. 0.01)."""
+        """The study's question: None, the best model (by its metric) within the budget; a
+        number, the fastest model within that drop of the teacher's metric (in the metric's
+        units: 0.01 is one accuracy point; for an error, how much larger it may be)."""
         value = self.meta.get("max_drop")
         return None if value is None else float(value)
 
@@ -115,32 +136,30 @@ class Result:
 
     def best(self) -> pd.Series | None:
         """The answer to the study's question among the feasible trials: the fastest within
-        ``max_drop`` of the teacher's validation accuracy where the study asks that (the most
-        accurate when none is within it), else the most accurate (then the fastest). None when
+        ``max_drop`` of the teacher's validation metric where the study asks that (the best
+        when none is within it), else the best by the metric (then the fastest). None when
         no trial is feasible."""
         if not self.has_feasible:
             return None
         front = self.front()
-        teacher = self.trials[self.trials["baseline"] == "teacher"]["accuracy"]
+        teacher = self.trials[self.trials["baseline"] == "teacher"][self.metric]
         if self.max_drop is not None and len(teacher):
-            close = front[front["accuracy"] >= float(teacher.iloc[0]) - self.max_drop - 1e-12]
+            sign = 1.0 if self.higher_is_better else -1.0
+            floor = sign * float(teacher.iloc[0]) - self.max_drop - 1e-12
+            close = front[sign * front[self.metric] >= floor]
             if len(close):
                 return close.sort_values("latency_ms").iloc[0]
         return front.iloc[0]
 
 
-def optuna_direction(objective: str) -> str:
-    return "maximize" if objective == "accuracy" else "minimize"
-
-
-def _row(trial: optuna.trial.FrozenTrial, budget_ms: float) -> dict[str, Any]:
+def _row(trial: optuna.trial.FrozenTrial, budget_ms: float, metric: str) -> dict[str, Any]:
     a = trial.user_attrs
     latency = float(a["latency_ms"])
     return {
         "trial": trial.number,
-        "accuracy": float(a["accuracy"]),
-        "accuracy_se": float(a.get("accuracy_se", np.nan)),
-        "test_accuracy": float(a.get("test_accuracy", np.nan)),
+        metric: float(a[metric]),
+        f"{metric}_se": float(a.get(f"{metric}_se", np.nan)),
+        f"test_{metric}": float(a.get(f"test_{metric}", np.nan)),
         "latency_ms": latency,
         "size_mb": float(a["size_mb"]),
         "size_gz_mb": float(a.get("size_gz_mb", np.nan)),
@@ -157,8 +176,9 @@ def _row(trial: optuna.trial.FrozenTrial, budget_ms: float) -> dict[str, Any]:
 def load_result(study: optuna.Study) -> Result:
     meta = dict(study.user_attrs[META])
     trials = study.get_trials(deepcopy=False)
-    rows = [_row(t, meta["budget_ms"]) for t in trials if t.state == TrialState.COMPLETE]
-    frame = pd.DataFrame(rows, columns=COLUMNS)
+    metric = metric_of(meta)[0]
+    rows = [_row(t, meta["budget_ms"], metric) for t in trials if t.state == TrialState.COMPLETE]
+    frame = pd.DataFrame(rows, columns=columns(metric))
     failed = sum(t.state == TrialState.FAIL for t in trials)
     artifacts = {
         t.number: str(t.user_attrs["artifact_id"]) for t in trials if "artifact_id" in t.user_attrs

@@ -1,4 +1,4 @@
-"""A study's front as a picture: accuracy against latency (log scale), every trial, the
+"""A study's front as a picture: its metric against latency (log scale), every trial, the
 Pareto front, the budget line, the baselines and uniform plans marked, the chosen trial
 highlighted. PNG, SVG or PDF through matplotlib; interactive HTML (hover, zoom) through plotly.
 
@@ -24,22 +24,22 @@ BASELINES = ("teacher", "int8")
 
 @dataclass(frozen=True)
 class Series:
-    """One group of points: ``name`` (the legend), and per point its trial, latency, accuracy
-    and hover text."""
+    """One group of points: ``name`` (the legend), and per point its trial, latency, value of
+    the study's metric and hover text."""
 
     name: str
     trials: tuple[int, ...]
     latency_ms: tuple[float, ...]
-    accuracy: tuple[float, ...]
+    value: tuple[float, ...]
     labels: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class Elements:
     """What the picture shows: the point series (drawn in order), the front (a line through
-    its points, fastest first), the budget (a vertical line), the accuracy line of the study's
+    its points, fastest first), the budget (a vertical line), the metric's line of the study's
     ``max_drop`` (None where it asks none), the highlighted trial (None where none is
-    feasible) and the title."""
+    feasible), the title and the metric's axis label."""
 
     series: tuple[Series, ...]
     front: Series
@@ -47,6 +47,7 @@ class Elements:
     drop_line: float | None
     highlight: Series | None
     title: str
+    y_label: str = "validation accuracy"
 
 
 def kind_of(row: pd.Series) -> str:
@@ -63,17 +64,17 @@ def kind_of(row: pd.Series) -> str:
     return "searched plan"
 
 
-def _series(name: str, frame: pd.DataFrame, reference_ms: float) -> Series:
+def _series(name: str, frame: pd.DataFrame, reference_ms: float, metric: str) -> Series:
     labels = tuple(
-        f"#{int(r.trial)} {r.proposed_by or r.baseline or 'sampled'}: accuracy "
-        f"{r.accuracy:.4f}, {r.latency_ms:.4g} ms ({reference_ms / r.latency_ms:.1f}x)"
-        for r in frame.itertuples()
+        f"#{int(r['trial'])} {r['proposed_by'] or r['baseline'] or 'sampled'}: {metric} "
+        f"{r[metric]:.4f}, {r['latency_ms']:.4g} ms ({reference_ms / r['latency_ms']:.1f}x)"
+        for _, r in frame.iterrows()
     )
     return Series(
         name,
         tuple(int(t) for t in frame["trial"]),
         tuple(float(x) for x in frame["latency_ms"]),
-        tuple(float(y) for y in frame["accuracy"]),
+        tuple(float(y) for y in frame[metric]),
         labels,
     )
 
@@ -92,7 +93,8 @@ def elements(result: Result, trial: int | None = None) -> Elements:
     order = ["searched plan", "uniform plan (one ratio)", "over the budget"]
     order += [f"baseline: {b}" for b in BASELINES]
     present = [name for name in order if (kinds == name).any()]
-    series = tuple(_series(name, trials[kinds == name], reference_ms) for name in present)
+    metric = result.metric
+    series = tuple(_series(name, trials[kinds == name], reference_ms, metric) for name in present)
     front = result.front() if result.has_feasible else trials.iloc[:0]
     front = front.sort_values("latency_ms")
     if trial is not None:
@@ -107,8 +109,9 @@ def elements(result: Result, trial: int | None = None) -> Elements:
         best = result.best()
         chosen = trials.iloc[:0] if best is None else trials[trials["trial"] == best["trial"]]
         name = "export --best picks"
-    teacher = trials[trials["baseline"] == "teacher"]["accuracy"]
+    teacher = trials[trials["baseline"] == "teacher"][metric]
     drop = result.max_drop
+    sign = 1.0 if result.higher_is_better else -1.0  # an error's line lies above the teacher
     m = result.meta
     title = (
         f"{result.study_name}: {len(trials)} trials on {m['target']['name']} "
@@ -116,11 +119,14 @@ def elements(result: Result, trial: int | None = None) -> Elements:
     )
     return Elements(
         series=series,
-        front=_series("Pareto front", front, reference_ms),
+        front=_series("Pareto front", front, reference_ms, metric),
         budget_ms=result.budget_ms,
-        drop_line=float(teacher.iloc[0]) - drop if drop is not None and len(teacher) else None,
-        highlight=_series(name, chosen, reference_ms) if len(chosen) else None,
+        drop_line=float(teacher.iloc[0]) - sign * drop
+        if drop is not None and len(teacher)
+        else None,
+        highlight=_series(name, chosen, reference_ms, metric) if len(chosen) else None,
         title=title,
+        y_label=f"validation {metric}" + ("" if result.higher_is_better else " (lower is better)"),
     )
 
 
@@ -136,7 +142,7 @@ PLOTLY_MARKERS = {"o": "circle", "D": "diamond", "x": "x", "s": "square", "^": "
 
 def plot(result: Result, path: str | Path, *, trial: int | None = None) -> Path:
     """Draws ``result``'s trials to ``path``: ``.png``, ``.svg`` or ``.pdf`` (matplotlib), or
-    ``.html`` (plotly: hover shows each trial's plan label, accuracy and latency). Returns
+    ``.html`` (plotly: hover shows each trial's plan label, metric and latency). Returns
     the path written."""
     out = Path(path)
     if out.suffix.lower() not in FORMATS:
@@ -166,9 +172,9 @@ def figure_matplotlib(drawn: Elements) -> Any:
     axes = figure.subplots()
     front = drawn.front
     if front.trials:
-        axes.plot(  # a staircase: the best accuracy reached at each latency or faster
+        axes.plot(  # a staircase: the best metric reached at each latency or faster
             front.latency_ms,
-            front.accuracy,
+            front.value,
             drawstyle="steps-post",
             color="#2ca02c",
             lw=1.5,
@@ -176,12 +182,12 @@ def figure_matplotlib(drawn: Elements) -> Any:
         )
     for s in drawn.series:
         style = STYLE[s.name]
-        axes.scatter(s.latency_ms, s.accuracy, s=28, label=s.name, zorder=3, **style)
+        axes.scatter(s.latency_ms, s.value, s=28, label=s.name, zorder=3, **style)
     if drawn.highlight is not None:
         h = drawn.highlight
         axes.scatter(
             h.latency_ms,
-            h.accuracy,
+            h.value,
             s=260,
             marker="*",
             facecolor="none",
@@ -198,7 +204,7 @@ def figure_matplotlib(drawn: Elements) -> Any:
     axes.xaxis.set_minor_formatter(FuncFormatter(_minor_label))
     axes.tick_params(axis="x", which="minor", labelsize=7)
     axes.set_xlabel("latency (ms, log scale)")
-    axes.set_ylabel("validation accuracy")
+    axes.set_ylabel(drawn.y_label)
     axes.set_title(drawn.title, fontsize=9)
     axes.grid(True, which="both", alpha=0.25)
     axes.legend(fontsize=7, loc="lower right")
@@ -226,7 +232,7 @@ def figure_html(drawn: Elements) -> Any:
         figure.add_trace(
             go.Scatter(
                 x=front.latency_ms,
-                y=front.accuracy,
+                y=front.value,
                 mode="lines",
                 name=front.name,
                 line={"color": "#2ca02c", "shape": "hv"},
@@ -243,7 +249,7 @@ def figure_html(drawn: Elements) -> Any:
         figure.add_trace(
             go.Scatter(
                 x=s.latency_ms,
-                y=s.accuracy,
+                y=s.value,
                 mode="markers",
                 name=s.name,
                 text=s.labels,
@@ -257,7 +263,7 @@ def figure_html(drawn: Elements) -> Any:
     figure.update_layout(
         title={"text": drawn.title, "font": {"size": 13}},
         xaxis={"type": "log", "title": "latency (ms, log scale)"},
-        yaxis={"title": "validation accuracy"},
+        yaxis={"title": drawn.y_label},
         template="plotly_white",
         meta={"budget_ms": drawn.budget_ms, "drop_line": drawn.drop_line},
     )

@@ -11,12 +11,14 @@ Computed once per model, space, target and latency source, and cached (``$EDGECO
   every ratio; on the 1-D examples int8 pays and the alignment moves latency by a few percent.
   Every allocation is built on this base;
 - **prune**: each channel group alone at a ladder of ratios (``LEVELS``, up to the knob's most),
-  on top of the base. Its *damage* is the KL divergence from the teacher's outputs to the pruned
-  model's, in PyTorch, after the batch-norm statistics are re-estimated on training data (no
+  on top of the base. Its *damage* is the task's divergence of the pruned model's outputs from
+  the teacher's (``SupervisedTask.divergence``: the KL divergence of the softmax in
+  classification, the squared difference relative to the outputs' variance in regression), in
+  PyTorch, after the batch-norm statistics are re-estimated on training data (no
   fine-tuning); its latency is the base plan with that group pruned, built untrained and
   measured (or predicted from the target's table);
 - **bits**: each layer alone at each other width it may take (fp32, fp16, int4, ...) with the
-  rest of the base: the deployed ONNX file's KL divergence from the teacher, and its latency.
+  rest of the base: the deployed ONNX file's divergence from the teacher, and its latency.
 
 Latencies are kept as ratios to the reference model, so a cached profile serves a later study
 whose reference was timed at another moment. Damage is measured on the first ``SAMPLES``
@@ -60,7 +62,8 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class Point:
-    """One knob at one value: the damage (KL, nats) and the latency as a ratio to the reference."""
+    """One knob at one value: the damage (the task's divergence from the teacher; KL in nats for
+    classification) and the latency as a ratio to the reference."""
 
     value: float
     damage: float
@@ -196,6 +199,7 @@ def _cache_path(experiment: Experiment, space: Space, probe: LatencyProbe) -> Pa
         "model": hashlib.sha256(probe.reference.onnx).hexdigest(),
         "space": describe(space),
         "target": experiment.target.to_dict(),
+        "task": type(experiment.task).__qualname__,  # its divergence measures the damage
         "latency": [costing.target, costing.latency] if costing else "live",
         "device": describe_device()["cpu_model"],
         "levels": LEVELS,
@@ -224,7 +228,7 @@ class _Profiler:
         self.x = take(x, 0, SAMPLES)
         self.teacher = experiment.model().eval()
         with torch.no_grad():
-            self.teacher_logits = call(self.teacher, to_torch(self.x))
+            self.teacher_outputs = call(self.teacher, to_torch(self.x))
 
     def _base(self) -> tuple[dict[str, Any], tuple[dict[str, Any], ...]]:
         """The precision and channel alignment whose uniform plans are fastest here (see the
@@ -305,8 +309,13 @@ class _Profiler:
         model = pruner.apply(self.teacher, plan)
         _reestimate_batchnorm(model, self.x)
         with torch.no_grad():
-            damage = _kl(self.teacher_logits.numpy(), call(model, to_torch(self.x)).numpy())
+            damage = self._damage(call(model, to_torch(self.x)).numpy())
         return Point(level, damage, self.probe(plan) / self.probe.reference_ms)
+
+    def _damage(self, outputs: np.ndarray) -> float:
+        """The task's divergence of ``outputs`` from the teacher's (non-finite: infinite)."""
+        value = float(self.experiment.task.divergence(self.teacher_outputs.numpy(), outputs))
+        return value if np.isfinite(value) else float("inf")  # a model that outputs NaN
 
     def deployed(self, changes: dict[str, Any]) -> tuple[float, float]:
         """Damage and latency ratio of the base plan with ``changes``, as deployed (ONNX, in
@@ -322,7 +331,7 @@ class _Profiler:
         logits = np.concatenate(
             [sess.run(None, take(feed, i, i + 256))[0] for i in range(0, rows(self.x), 256)]
         )
-        return _kl(self.teacher_logits.numpy(), logits), self.probe(plan) / self.probe.reference_ms
+        return self._damage(logits), self.probe(plan) / self.probe.reference_ms
 
 
 def _reestimate_batchnorm(model: nn.Module, x: Any, batch: int = 64) -> None:
@@ -342,16 +351,3 @@ def _reestimate_batchnorm(model: nn.Module, x: Any, batch: int = 64) -> None:
     for m, momentum in saved.items():
         m.momentum = momentum
     model.eval()
-
-
-def _kl(teacher: np.ndarray, student: np.ndarray) -> float:
-    """Mean KL(teacher || student) of the softmax outputs, in nats."""
-    t = _log_softmax(teacher.astype(np.float64))
-    s = _log_softmax(student.astype(np.float64))
-    kl = float(np.mean(np.sum(np.exp(t) * (t - s), axis=1)))
-    return kl if np.isfinite(kl) else float("inf")  # a model that outputs NaN is ruined
-
-
-def _log_softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))

@@ -38,6 +38,7 @@ from edgecompress.search.allocation import (
 from edgecompress.search.probe import LatencyProbe
 from edgecompress.search.sensitivity import Sensitivity, sensitivity
 from edgecompress.spaces import Knob, Space, replay
+from edgecompress.tasks.metrics import ACCURACY, Metric
 
 ATTR = "allocation"  # the trial attribute an Allocate proposal records
 
@@ -64,8 +65,9 @@ class Context:
     reference_ms: float
     latency: LatencyProbe
     fastest_ms: float = 0.0  # the most compressed plan's latency, where known
-    max_drop: float | None = None  # the question: the fastest within this accuracy drop
+    max_drop: float | None = None  # the question: the fastest within this drop of the metric
     progress: Callable[[str], None] | None = None
+    metric: Metric = ACCURACY  # the study's metric (its first objective)
 
 
 class Strategy:
@@ -212,11 +214,12 @@ class Allocate(Strategy):
             if t.state in (TrialState.RUNNING, TrialState.WAITING)
             and _finite(t.user_attrs.get(ATTR, {}).get("untrained_latency_ms")) is not None
         ]
-        done = []  # (trial, latency, accuracy) of the complete trials
+        done = []  # (trial, latency, signed metric: higher is better) of the complete trials
+        metric = context.metric
         for t in trials:
-            latency, accuracy = (_finite(t.user_attrs.get(m)) for m in ("latency_ms", "accuracy"))
-            if t.state == TrialState.COMPLETE and latency is not None and accuracy is not None:
-                done.append((t, latency, accuracy))
+            latency, value = (_finite(t.user_attrs.get(m)) for m in ("latency_ms", metric.name))
+            if t.state == TrialState.COMPLETE and latency is not None and value is not None:
+                done.append((t, latency, metric.signed(value)))
         teacher = [a for t, _, a in done if t.user_attrs.get("baseline") == "teacher"]
         if not teacher or context.max_drop is None:
             return None
@@ -418,7 +421,9 @@ class Allocate(Strategy):
         when ``REFINE_TRIES`` settings found nothing there either."""
         level = not ladder["reach"]
         base = self.profile(context).base_params
-        inner = _inner_study(study, context.space, base, self.STARTUP, self.seed + count, level)
+        inner = _inner_study(
+            study, context.space, base, self.STARTUP, self.seed + count, level, context.metric
+        )
         label = f"refinement {count + 1}"
         for _ in range(self.REFINE_TRIES):  # the next suggestions, before the sampler chooses
             trial = inner.ask()
@@ -500,14 +505,16 @@ def _inner_study(
     startup: int,
     seed: int,
     level: bool = False,
+    metric: Metric = ACCURACY,
 ) -> optuna.Study:
     """An in-memory study over the refinement's parameters, holding every finished
-    allocation of ``study`` with its accuracy and latency: its TPE proposes the next.
+    allocation of ``study`` with its metric and latency: its TPE proposes the next.
     ``base``: the profile's base plan, whose values the schedule's allocations kept."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
-    inner = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    directions = [metric.direction, "minimize"]
+    inner = optuna.create_study(directions=directions, sampler=sampler)  # type: ignore[arg-type]
     probe = optuna.create_study().ask()  # only to learn the parameters' distributions
     _suggest(probe, space, level)
     distributions = probe.distributions
@@ -519,7 +526,7 @@ def _inner_study(
             continue
         full = {**_defaults(space, base), **record["settings"]}
         params = {k: full[k] for k in distributions if k in full}
-        values = [_finite(t.user_attrs.get(m)) for m in ("accuracy", "latency_ms")]
+        values = [_finite(t.user_attrs.get(m)) for m in (metric.name, "latency_ms")]
         if len(params) != len(distributions) or None in values:
             continue
         inner.add_trial(

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from edgecompress.compress import compress
-from edgecompress.evaluators import MeasuredLatency, OnnxAccuracy, file_size
+from edgecompress.evaluators import MeasuredLatency, OnnxMetrics, file_size
 from edgecompress.experiment import Experiment, load_experiment
 from edgecompress.gate import CpuGate
 from edgecompress.plan import Plan
@@ -75,7 +75,7 @@ def run_trial(
     with tempfile.TemporaryDirectory() as tmp:
         candidate = compress(experiment, plan, Path(tmp), gate=gate.work)
         with gate.work():
-            metrics = OnnxAccuracy(experiment.task, experiment.inputs)(candidate)
+            metrics = OnnxMetrics(experiment.task, experiment.inputs)(candidate)
         if costing is not None:
             with gate.work():
                 model = Path(candidate.onnx_path).read_bytes()

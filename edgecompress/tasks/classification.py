@@ -1,240 +1,88 @@
-"""ClassificationTask: data loaders, fine-tuning with knowledge distillation, data for ONNX."""
+"""ClassificationTask: logits of shape (batch, classes), int64 labels, top-1 accuracy."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from torch import nn
-from torch.utils.data import DataLoader, Dataset
+import torch.nn.functional as F
 
-from edgecompress.inputs import call, concat, take
-from edgecompress.tasks.distill import KD_MODES, Hints, logit_loss
+from edgecompress.tasks.distill import logit_loss
+from edgecompress.tasks.metrics import ACCURACY, Metric
+from edgecompress.tasks.supervised import FinetuneSettings, SupervisedTask
 
 
 @dataclass(frozen=True, kw_only=True)
-class FinetuneSettings:
-    """Fine-tuning of a compressed student with the uncompressed teacher.
+class ClassificationTask(SupervisedTask):
+    """Loaders yield ``(inputs, labels)``; the model returns logits ``(batch, classes)``.
 
-    ``kd_mode`` "soft" learns the teacher's softened distribution (``temperature``), "hard" its
-    predicted labels; ``kd_weight`` weighs that term, ``1 - kd_weight`` the true labels.
-    ``hint_weight`` > 0 adds hint distillation: the student's stage outputs learn the teacher's
-    (see ``edgecompress.tasks.distill.hint_pairs``).
+    Fine-tuning distils the teacher's logits (``FinetuneSettings.kd_mode``: soft targets with a
+    temperature, or the teacher's hard labels) with cross-entropy on the labels; the profile
+    measures the KL divergence to the teacher's softmax; the study maximises top-1 accuracy.
     """
 
-    epochs: int = 10
-    lr: float = 2e-3
-    temperature: float = 4.0
-    kd_weight: float = 0.7
-    kd_mode: str = "soft"
-    hint_weight: float = 0.0
+    metrics: ClassVar[tuple[Metric, ...]] = (ACCURACY,)
+    kind: ClassVar[str] = "classification"
 
-    def __post_init__(self) -> None:
-        if self.epochs < 0 or self.lr <= 0 or self.temperature <= 0:
-            raise ValueError(f"FinetuneSettings needs epochs >= 0, lr > 0, temperature > 0: {self}")
-        if not 0.0 <= self.kd_weight <= 1.0:
-            raise ValueError(f"FinetuneSettings.kd_weight must lie in [0, 1], got {self.kd_weight}")
-        if self.kd_mode not in KD_MODES:
-            raise ValueError(
-                f"FinetuneSettings.kd_mode must be one of {KD_MODES}, got {self.kd_mode!r}"
-            )
-        if not 0.0 <= self.hint_weight < math.inf:
-            raise ValueError(
-                f"FinetuneSettings.hint_weight must be a finite number >= 0 (0: no hints), "
-                f"got {self.hint_weight}"
-            )
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(outputs, targets)
 
-
-@dataclass(frozen=True)
-class _Objective:
-    """One batch's loss: distillation from the teacher's logits, hints, the penalty."""
-
-    settings: FinetuneSettings
-    teacher: nn.Module
-    cached_logits: torch.Tensor | None
-    hint: Callable[[], torch.Tensor] | None
-    penalty: Callable[[nn.Module], torch.Tensor] | None
-
-    def __call__(self, student: nn.Module, x: Any, y: Any, idx: Any) -> torch.Tensor:
-        s = self.settings
-        t_logits = self._teacher_logits(x, idx)
-        loss = logit_loss(
-            call(student, x),
-            t_logits,
-            y,
-            mode=s.kd_mode,
-            temperature=s.temperature,
-            kd_weight=s.kd_weight,
-        )
-        if self.hint is not None:
-            loss = loss + s.hint_weight * self.hint()
-        if self.penalty is not None:
-            loss = loss + self.penalty(student)
-        return loss
-
-    def _teacher_logits(self, x: Any, idx: Any) -> torch.Tensor:
-        """Cached logits where there are; the teacher still runs when hints need its features."""
-        if self.cached_logits is not None and self.hint is None:
-            return self.cached_logits[idx]
-        with torch.no_grad():
-            logits = call(self.teacher, x)
-        return logits if self.cached_logits is None else self.cached_logits[idx]
-
-
-class _Indexed(Dataset):
-    """Yields (x, y, index) so that teacher logits computed once can be looked up per sample."""
-
-    def __init__(self, base: Any) -> None:
-        self.base = base
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, i: int) -> tuple[Any, Any, int]:
-        x, y = self.base[i]
-        return x, y, i
-
-
-@dataclass(frozen=True, kw_only=True)
-class ClassificationTask:
-    """Loaders yield ``(inputs, labels)``. ``val`` selects models; ``test`` is only reported."""
-
-    train: DataLoader
-    val: DataLoader
-    test: DataLoader | None = None
-    finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
-    calibration_samples: int = 512  # the most a plan's method.calibration_samples takes
-    _arrays: dict[str, tuple[np.ndarray, np.ndarray]] = field(
-        default_factory=dict, init=False, repr=False, compare=False
-    )
-
-    def arrays(self, split: str) -> tuple[Any, np.ndarray]:
-        """The whole split as inputs, in the loaders' form (an array, a tuple or a dict of
-        arrays: see ``edgecompress.inputs``; float32, or integers as given: token ids), and int64
-        labels (cached), for ONNX Runtime."""
-        if split not in self._arrays:
-            loader = {"train": self.train, "val": self.val, "test": self.test}[split]
-            if loader is None:
-                raise ValueError(f"this task has no {split!r} split")
-            if hasattr(loader.dataset, "__len__"):  # a fixed order, whatever the loader shuffles
-                loader = DataLoader(loader.dataset, batch_size=256, shuffle=False)
-            xs, ys = zip(*((x, y) for x, y in loader), strict=True)
-            self._arrays[split] = (concat(xs), torch.cat(ys).numpy().astype(np.int64))
-        return self._arrays[split]
-
-    def calibration_batches(self, batch_size: int = 32) -> Iterator[Any]:
-        """The first ``calibration_samples`` training inputs (in the loaders' form), for static
-        quantization (a plan's ``method.calibration_samples`` takes the first of these)."""
-        x, y = self.arrays("train")
-        end = min(len(y), self.calibration_samples)
-        for start in range(0, end, batch_size):
-            yield take(x, start, min(end, start + batch_size))
-
-    def fit(
+    def distillation_loss(
         self,
-        student: nn.Module,
-        teacher: nn.Module,
-        *,
-        settings: FinetuneSettings | None = None,
-        seed: int = 0,
-        gate: Callable[[], AbstractContextManager[Any]] = nullcontext,
-        penalty: Callable[[nn.Module], torch.Tensor] | None = None,
-    ) -> nn.Module:
-        """Fine-tune ``student`` in place with ``teacher`` as distillation teacher.
+        student: torch.Tensor,
+        teacher: torch.Tensor,
+        targets: torch.Tensor,
+        settings: FinetuneSettings,
+    ) -> torch.Tensor:
+        return logit_loss(
+            student,
+            teacher,
+            targets,
+            mode=settings.kd_mode,
+            temperature=settings.temperature,
+            kd_weight=settings.kd_weight,
+        )
 
-        ``gate`` wraps every epoch (see ``CpuGate.work``) so that latency measurements on the same
-        machine never overlap training. ``penalty(student)`` is added to the loss (e.g. an L1
-        sparsity penalty). With ``hint_weight`` > 0 the student's stage outputs also learn the
-        teacher's through adapters that are trained alongside and then dropped; the pairs are
-        ``hint_pairs(student, teacher, <a training batch>)``.
-        """
-        s = settings or self.finetune
-        if s.epochs == 0:
-            return student.eval()
-        torch.manual_seed(seed)
-        with gate():
-            hints = self._hints(student, teacher, s)
-        loader, teacher_logits = self._distillation_loader(teacher, seed, gate)
-        adapters = hints.adapters if hints is not None else nn.ModuleList()
-        optimizer = torch.optim.AdamW(
-            [*student.parameters(), *adapters.parameters()], lr=s.lr, weight_decay=1e-4
-        )
-        scheduler = torch.optim.lr_scheduler.LambdaLR(  # cosine, stepped per epoch
-            optimizer, lambda epoch: 0.5 * (1 + math.cos(math.pi * epoch / s.epochs))
-        )
-        with _watching(hints, student, teacher) as hint:
-            objective = _Objective(
-                settings=s,
-                teacher=teacher,
-                cached_logits=teacher_logits,
-                hint=hint,
-                penalty=penalty,
+    def divergence(self, teacher: np.ndarray, student: np.ndarray) -> float:
+        """Mean KL(teacher || student) of the softmax outputs, in nats."""
+        t = _log_softmax(teacher.astype(np.float64))
+        s = _log_softmax(student.astype(np.float64))
+        kl = float(np.mean(np.sum(np.exp(t) * (t - s), axis=1)))
+        return kl if np.isfinite(kl) else float("inf")  # a model that outputs NaN is ruined
+
+    def targets(self, y: np.ndarray) -> np.ndarray:
+        return y.astype(np.int64)
+
+    def check_outputs(self, outputs: Any) -> str | None:
+        if not isinstance(outputs, torch.Tensor) or outputs.dim() != 2:
+            shape = tuple(outputs.shape) if isinstance(outputs, torch.Tensor) else None
+            return (
+                "a classification model must return logits of shape (batch, classes); it "
+                f"returned {shape if shape is not None else type(outputs).__name__}"
             )
-            for _ in range(s.epochs):
-                with gate():
-                    student.train()
-                    for x, y, idx in loader:
-                        loss = objective(student, x, y, idx)
-                        optimizer.zero_grad(set_to_none=True)
-                        loss.backward()
-                        optimizer.step()
-                scheduler.step()
-        return student.eval()
+        return None
 
-    def _hints(self, student: nn.Module, teacher: nn.Module, s: FinetuneSettings) -> Hints | None:
-        """The hint pairs and fresh adapters when ``s.hint_weight`` > 0 (the first training batch
-        shows the layers' output sizes)."""
-        if s.hint_weight == 0:
-            return None
-        example, _ = next(iter(self.train))
-        return Hints.between(student, teacher, example)
-
-    def _distillation_loader(
-        self, teacher: nn.Module, seed: int, gate: Callable[[], AbstractContextManager[Any]]
-    ) -> tuple[Iterable[tuple[Any, Any, Any]], torch.Tensor | None]:
-        """A shuffling loader over (x, y, index) and the teacher's logits for every index.
-
-        Map-style datasets get the teacher's logits computed once; other datasets run the
-        teacher on every batch.
-        """
-        base = self.train.dataset
-        generator = torch.Generator().manual_seed(seed)
-        if not hasattr(base, "__len__") or not hasattr(base, "__getitem__"):
-            teacher.eval()
-            return _OnTheFly(self.train), None
-        batch = self.train.batch_size or 64
-        indexed = _Indexed(base)
-        with torch.no_grad(), gate():
-            teacher.eval()
-            ordered = DataLoader(indexed, batch_size=256, shuffle=False)
-            logits = torch.cat([call(teacher, x) for x, _, _ in ordered])
-        loader = DataLoader(indexed, batch_size=batch, shuffle=True, generator=generator)
-        return loader, logits
+    def check_targets(self, outputs: torch.Tensor, targets: torch.Tensor) -> str | None:
+        found = super().check_targets(outputs, targets)
+        if found is not None:
+            return found
+        if targets.dim() != 1 or targets.is_floating_point():
+            return (
+                f"classification targets must be integer labels of shape (batch,), got "
+                f"{targets.dtype} of shape {tuple(targets.shape)} (for real-valued targets use "
+                "RegressionTask)"
+            )
+        classes = outputs.shape[1]
+        if len(targets) and (int(targets.min()) < 0 or int(targets.max()) >= classes):
+            return (
+                f"labels must lie in [0, {classes}) for a model with {classes} outputs, got "
+                f"{int(targets.min())}..{int(targets.max())}"
+            )
+        return None
 
 
-class _OnTheFly:
-    """Adapts a loader of (x, y) to (x, y, index) for datasets without random access."""
-
-    def __init__(self, loader: DataLoader) -> None:
-        self.loader = loader
-
-    def __iter__(self) -> Iterator[tuple[Any, Any, None]]:
-        for x, y in self.loader:
-            yield x, y, None
-
-
-@contextmanager
-def _watching(
-    hints: Hints | None, student: nn.Module, teacher: nn.Module
-) -> Iterator[Callable[[], torch.Tensor] | None]:
-    """The hint loss of the latest forward passes while active (hooks removed on exit)."""
-    if hints is None:
-        yield None
-        return
-    with hints.watch(student, teacher) as hint:
-        yield hint
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))

@@ -9,7 +9,7 @@ import pytest
 from edgecompress.errors import TrialsKeepFailing
 from edgecompress.search import Result, pareto_mask
 from edgecompress.search.executors import FailureCount
-from edgecompress.search.front import COLUMNS
+from edgecompress.search.front import columns
 
 
 def _result(rows: list[tuple[int, float, float]], budget_ms: float) -> Result:
@@ -29,7 +29,7 @@ def _result(rows: list[tuple[int, float, float]], budget_ms: float) -> Result:
             }
             for n, acc, lat in rows
         ],
-        columns=COLUMNS,
+        columns=columns("accuracy"),
     )
     meta = {
         "budget_ms": budget_ms,

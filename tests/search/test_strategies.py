@@ -16,7 +16,7 @@ from edgecompress.cli import main
 from edgecompress.errors import EdgeCompressError
 from edgecompress.plan import Plan
 from edgecompress.search import Proposal, Result, Strategy, search
-from edgecompress.search.front import COLUMNS
+from edgecompress.search.front import columns
 from edgecompress.search.ledger import Ledger
 from edgecompress.search.strategies import ATTR, Context, strategy_named
 from edgecompress.search.trial import reference_of, run_trial
@@ -150,7 +150,7 @@ def _result(rows: list[tuple[int, float, float, str]], meta: dict[str, Any]) -> 
             }
             for n, acc, lat, base in rows
         ],
-        columns=COLUMNS,
+        columns=columns("accuracy"),
     )
     return Result("s", meta, frame, failed=0, artifacts={})
 

@@ -71,7 +71,7 @@ def calibration_batches(
     if not feeds:
         raise CalibrationError(
             "the calibration data is empty: static quantization needs input batches. Check "
-            "ClassificationTask.train (calibration takes its first samples)."
+            "the task's train loader (calibration takes its first samples)."
         )
     return feeds
 
