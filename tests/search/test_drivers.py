@@ -37,7 +37,9 @@ def test_the_driver_that_loses_the_race_to_create_resumes(tiny, workdir: Path, m
     )
     assert calls == ["tiny"]
     assert ledger.study.user_attrs[META]["by"] == "the other driver"  # resumed, not recreated
-    assert ledger.study.metric_names == list(tiny.objectives)  # optuna-dashboard's labels
+    assert (
+        ledger.study.metric_names == ["accuracy", "latency_ms"] == list(tiny.study_objectives)
+    )  # optuna-dashboard's labels
     assert len(optuna.get_all_study_names("sqlite:///race.db")) == 1
 
 
@@ -139,17 +141,22 @@ def test_a_plan_another_trial_completed_or_runs_is_not_run_again() -> None:
     from edgecompress.spaces import Knob, KnobSpace
 
     knob = Knob(name="prune.a", kind="float", low=0.0, high=0.9, step=0.1, identity=0.0)
-    study = optuna.create_study(directions=["maximize", "minimize"])
+    sampler = optuna.samplers.RandomSampler(seed=0)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
     ledger = Ledger(study, KnobSpace((knob,)), ("accuracy", "latency_ms"))
     study.enqueue_trial({"prune.a": 0.5})
     first, plan = ledger.ask()
     study.enqueue_trial({"prune.a": 0.5}, user_attrs={"baseline": "again"})  # a second copy
     second, other = ledger.ask()  # the copy is pruned while the first one runs
     assert other.key != plan.key
-    copy = study.trials[second.number - 1]
+    # the copy is the trial after the first (the sampler's next plan may be a copy too, pruned
+    # in turn: the plan asked is then later still)
+    copy = study.trials[first.number + 1]
     assert copy.state == optuna.trial.TrialState.PRUNED
     assert copy.user_attrs["duplicate_of"] == first.number
     study.tell(first, [0.9, 1.0])  # completed: still a twin
     study.enqueue_trial({"prune.a": 0.5})
+    queued = study.trials[-1].number  # the copy, waiting
     third, again = ledger.ask()
-    assert again.key != plan.key and study.trials[third.number - 1].user_attrs["duplicate_of"] == 0
+    assert again.key != plan.key and study.trials[queued].user_attrs["duplicate_of"] == 0
+    assert study.trials[queued].state == optuna.trial.TrialState.PRUNED
