@@ -44,8 +44,9 @@ class Experiment:
     own class, narrower and shallower) a trial may distill the teacher into; ``validate()``
     builds its smallest and largest member and runs them on the example input.
     ``task`` is a ``SupervisedTask`` (``ClassificationTask``, ``RegressionTask`` or the user's
-    own). ``objectives`` are the task's metric (``task.metric``; always first) and
-    ``latency_ms``, optionally ``size_mb`` / ``size_gz_mb``; ``()``: the metric and latency.
+    own). A study optimises the task's metric (``task.metric``) and ``latency_ms``, and the
+    sizes ``objectives`` adds (``("latency_ms", "size_mb")``; the metric may lead, by its name);
+    ``study_objectives`` is the whole list.
     """
 
     name: str
@@ -77,16 +78,23 @@ class Experiment:
                 f"RegressionTask or a SupervisedTask subclass), got {type(self.task).__name__}."
             )
         metric = self.task.objective.name
-        if not self.objectives:
-            object.__setattr__(self, "objectives", (metric, "latency_ms"))
-        costs = self.objectives[1:]
+        named = self.objectives[:1] if self.objectives[:1] != ("latency_ms",) else ()
+        costs = self.objectives[len(named) :]
         unknown = [o for o in costs if o not in COSTS]
-        if self.objectives[0] != metric or unknown or "latency_ms" not in costs:
+        if named not in ((), (metric,)) or unknown or (costs and "latency_ms" not in costs):
             raise EdgeCompressError(
                 f"Experiment.objectives {self.objectives!r}: the first must be the task's metric "
                 f"{metric!r} (task.metric; this task scores {', '.join(self.task.metric_names)}),"
-                f" then 'latency_ms' and optionally {', '.join(c for c in COSTS[1:])}."
+                f" then 'latency_ms' and optionally {', '.join(c for c in COSTS[1:])}; or leave "
+                "the metric out (it is the task's)."
             )
+
+    @property
+    def study_objectives(self) -> tuple[str, ...]:
+        """What a study of this experiment optimises: the task's metric, then ``latency_ms``
+        and the sizes ``objectives`` names."""
+        costs = tuple(o for o in self.objectives if o in COSTS)
+        return (self.metric.name, *(costs or ("latency_ms",)))
 
     @property
     def metric(self) -> Metric:
@@ -113,7 +121,7 @@ class Experiment:
         return InputSpec.of(model, self.example_input)
 
     def directions(self) -> list[str]:
-        return [self.metric.direction, *("minimize" for _ in self.objectives[1:])]
+        return [self.metric.direction, *("minimize" for _ in self.study_objectives[1:])]
 
     def validate(self) -> None:
         """Runs the model once on the example input; a rejected shape is a clear error."""

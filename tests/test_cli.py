@@ -199,7 +199,7 @@ def test_search_front_export_and_the_infeasible_case(
     manifest = json.loads((workdir / "out" / "best.json").read_text())
     # the ONNX Runtime Mobile file beside it: loads, verified, re-measured, described
     ort = manifest["formats"]["ort"]
-    assert ort["file"] == "best.ort" and ort["accuracy_verified"] is True
+    assert ort["file"] == "best.ort" and ort["metric_verified"] is True
     assert ort["latency_ms_remeasured"] > 0 and "best.ort" in out
     from edgecompress import load_experiment
     from edgecompress.evaluators import onnx_accuracy

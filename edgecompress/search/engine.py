@@ -68,7 +68,7 @@ def space_of(experiment: Experiment, reference: Reference) -> Space:
                 finetune=experiment.task.finetune,
                 exclude=experiment.exclude,
                 quantizable=list(layer_nodes(onnx.load_from_string(reference.onnx))),
-                objectives=experiment.objectives,
+                objectives=experiment.study_objectives,
                 target=experiment.target,
                 student=experiment.student,
             )
@@ -217,7 +217,7 @@ def open_ledger(
         max_drop=meta.get("max_drop"),
         metric=experiment.metric,
     )
-    return Ledger(loaded, space, experiment.objectives, strategy, context, experiment.seed)
+    return Ledger(loaded, space, experiment.study_objectives, strategy, context, experiment.seed)
 
 
 def check_artifacts(stored: str, given: str | None, storage: str | None, name: str) -> None:
@@ -299,7 +299,7 @@ def new_study_meta(
         "costing": costing.to_dict() if costing else None,
         "experiment": experiment.name,
         "experiment_ref": experiment.ref,
-        "objectives": list(experiment.objectives),
+        "objectives": list(experiment.study_objectives),
         "metric": experiment.metric.to_dict(),
         "budget_ms": budget,
         "speedup": speedup,

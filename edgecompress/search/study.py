@@ -27,7 +27,7 @@ SEED_LEVELS = (0.5, 0.8, 1.0)
 def signature(experiment: Experiment, space: Space) -> dict[str, Any]:
     """What must not change on resume: the objectives, the space and the target."""
     return {
-        "objectives": list(experiment.objectives),
+        "objectives": list(experiment.study_objectives),
         "space": describe(space),
         "target": experiment.target.to_dict(),
     }
@@ -99,7 +99,7 @@ def create(
     )
     with warnings.catch_warnings():  # experimental in Optuna 5: its warning is no news to users
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study.set_metric_names(list(experiment.objectives))  # optuna-dashboard's labels
+        study.set_metric_names(list(experiment.study_objectives))  # optuna-dashboard's labels
     meta = {**meta, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     study.set_user_attr(META, meta)
     return study

@@ -24,7 +24,6 @@ class ClassificationTask(SupervisedTask):
     """
 
     metrics: ClassVar[tuple[Metric, ...]] = (ACCURACY,)
-    kind: ClassVar[str] = "classification"
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(outputs, targets)

@@ -25,7 +25,6 @@ class RegressionTask(SupervisedTask):
     """
 
     metrics: ClassVar[tuple[Metric, ...]] = (RMSE, MAE, MSE, R2)
-    kind: ClassVar[str] = "regression"
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.mse_loss(outputs, targets.to(outputs.dtype).reshape(outputs.shape))

@@ -118,7 +118,6 @@ class SupervisedTask:
     """
 
     metrics: ClassVar[tuple[Metric, ...]] = ()
-    kind: ClassVar[str] = "supervised"
 
     train: DataLoader
     val: DataLoader

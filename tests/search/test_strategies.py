@@ -22,6 +22,7 @@ from edgecompress.search.strategies import ATTR, Context, strategy_named
 from edgecompress.search.trial import reference_of, run_trial
 from edgecompress.spaces import KnobSpace, baseline_params, replay
 from edgecompress.tasks import ClassificationTask
+from edgecompress.tasks.metrics import ACCURACY, RMSE, Metric
 from tests.conftest import TINY
 
 
@@ -296,16 +297,20 @@ def test_allocate_beyond_the_profiled_floor_compresses_every_section() -> None:
 def _walk(
     strategy: Any, study: optuna.Study, context: Context, count: int, line_ms: float
 ) -> list[dict[str, Any]]:
-    """``count`` proposals told as finished: within a point of the teacher (0.99) at
-    ``line_ms`` or slower, 5 points under it when faster."""
+    """``count`` proposals told as finished: as good as the teacher at ``line_ms`` or slower,
+    5 points worse (by the context's metric: accuracy 0.99 -> 0.94, rmse 0.10 -> 0.15) when
+    faster."""
+    metric = context.metric
+    good = 0.99 if metric.higher_is_better else 0.10
+    bad = good - 0.05 if metric.higher_is_better else good + 0.05
     if not study.trials:  # the teacher, at the reference latency
         study.enqueue_trial(baseline_params(context.space, "teacher"))
         trial = study.ask()
         context.space.sample(trial)
         trial.set_user_attr("baseline", "teacher")
-        for name, value in (("accuracy", 0.99), ("latency_ms", 1.0)):
+        for name, value in ((metric.name, good), ("latency_ms", 1.0)):
             trial.set_user_attr(name, value)
-        study.tell(trial, [0.99, 1.0])
+        study.tell(trial, [good, 1.0])
     records = []
     for _ in range(count):
         proposal = strategy.ask(study, context)
@@ -316,11 +321,11 @@ def _walk(
         context.space.sample(trial)
         trial.set_user_attr(ATTR, record)
         latency = record["untrained_latency_ms"]
-        accuracy = 0.99 if latency >= line_ms else 0.94
-        trial.set_user_attr("accuracy", accuracy)
+        value = good if latency >= line_ms else bad
+        trial.set_user_attr(metric.name, value)
         trial.set_user_attr("latency_ms", latency)
         trial.set_user_attr("plan_key", replay(context.space, proposal.params).key)
-        study.tell(trial, [accuracy, latency])
+        study.tell(trial, [value, latency])
         records.append(record)
     return records
 
@@ -343,15 +348,19 @@ def _two_section_profile() -> tuple[Any, Any]:
     return space, Sensitivity(base, 0.0, ratio({}), prune, {})
 
 
-def test_max_drop_walks_to_the_boundary_within_the_allocations_reach() -> None:
+@pytest.mark.parametrize("metric", [ACCURACY, RMSE], ids=["accuracy", "rmse"])
+def test_max_drop_walks_to_the_boundary_within_the_allocations_reach(metric: Metric) -> None:
+    """The same walk whichever way the study's metric points (an error: lower is better)."""
     from edgecompress.search.strategies import DROP, LADDER_ATTR, Allocate
     from tests.search.test_allocation import _shrinking
 
     space, profile = _two_section_profile()
     strategy = Allocate()
     strategy._profile = profile
-    context = replace(_context(space, _shrinking, budget_ms=0.8, fastest_ms=0.0), max_drop=0.01)
-    study = optuna.create_study(directions=["maximize", "minimize"])
+    context = replace(
+        _context(space, _shrinking, budget_ms=0.8, fastest_ms=0.0), max_drop=0.01, metric=metric
+    )
+    study = optuna.create_study(directions=[metric.direction, "minimize"])
     records = _walk(strategy, study, context, 14, line_ms=0.35)
     ladder = study.user_attrs[LADDER_ATTR]
     assert ladder["reach"] and ladder["floor_ms"] < 0.35  # the line lies within the ladder
