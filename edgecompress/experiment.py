@@ -109,9 +109,8 @@ class Experiment:
                 f"({type(self.task).__name__}) scores {', '.join(self.task.metric_names)}; "
                 "choose one of them."
             )
-        return replace(
-            self, task=self.task.with_metric(name), objectives=(name, *self.objectives[1:])
-        )
+        costs = tuple(o for o in self.objectives if o in COSTS)
+        return replace(self, task=self.task.with_metric(name), objectives=costs)
 
     @cached_property
     def inputs(self) -> InputSpec:

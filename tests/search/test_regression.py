@@ -208,3 +208,17 @@ def test_the_front_best_and_plot_follow_a_minimized_metric() -> None:
     assert drawn.drop_line == pytest.approx(0.135)  # an error's line lies above the teacher's
     assert drawn.y_label == "validation rmse (lower is better)"
     assert drawn.front.value == (0.30, 0.13, 0.11)
+
+
+def test_the_metric_leads_the_objectives_whatever_sizes_they_add() -> None:
+    experiment = load_experiment(SIGNAL)
+    assert experiment.study_objectives == ("rmse", "latency_ms")
+    sized = replace(experiment, objectives=("latency_ms", "size_mb"))
+    assert sized.study_objectives == ("rmse", "latency_ms", "size_mb")
+    assert sized.with_metric("mae").study_objectives == ("mae", "latency_ms", "size_mb")
+    named = replace(experiment, objectives=("rmse", "latency_ms", "size_gz_mb")).with_metric("r2")
+    assert named.study_objectives == ("r2", "latency_ms", "size_gz_mb")
+    assert named.directions() == ["maximize", "minimize", "minimize"]
+    assert named.task.metric == "r2" and experiment.task.metric is None  # a copy, not a change
+    with pytest.raises(EdgeCompressError, match="'latency_ms' and optionally size_mb"):
+        replace(experiment, objectives=("size_mb",))
