@@ -58,6 +58,9 @@ class Experiment:
     student: StudentFamily | None = None
     target: Target = field(default_factory=Target)
     objectives: tuple[str, ...] = ()
+    # dimensions past the batch one the deployed model takes at any size, by input name:
+    # {"input_ids": {1: "sequence"}}; latency is measured at the example's size
+    dynamic_axes: dict[str, dict[int, str]] = field(default_factory=dict)
     seed: int = 0
     ref: str | None = None  # "FILE.py:NAME" this experiment was loaded from, set by load_experiment
 
@@ -116,8 +119,9 @@ class Experiment:
     def inputs(self) -> InputSpec:
         """The model's inputs: their form, ONNX names (``forward``'s parameter names for a
         tuple, the keys of a dict, ``input`` for one tensor), dtypes and shapes."""
-        model = self.model() if form_of(self.example_input) != "tensor" else nn.Identity()
-        return InputSpec.of(model, self.example_input)
+        plain = form_of(self.example_input) == "tensor" and not self.dynamic_axes
+        model = nn.Identity() if plain else self.model()
+        return InputSpec.of(model, self.example_input, self.dynamic_axes)
 
     def directions(self) -> list[str]:
         return [self.metric.direction, *("minimize" for _ in self.study_objectives[1:])]
@@ -148,6 +152,8 @@ class Experiment:
                 "tuple of tensors (positional arguments) or a dict of tensors (keyword "
                 "arguments); token ids as torch.int64."
             ) from None
+        if self.dynamic_axes:  # checked, and the model run at another size along them
+            self.__dict__["inputs"] = InputSpec.of(model, self.example_input, self.dynamic_axes)
         wrong = self.task.check_outputs(out)
         if wrong is not None:
             raise EdgeCompressError(

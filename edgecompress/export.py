@@ -277,12 +277,23 @@ def _manifest(result: Result, record: dict[str, Any]) -> dict[str, Any]:
 
 
 def _graph_names(model: Path) -> dict[str, Any]:
-    """The deployed file's own input and output names, as a runtime feeds and reads them."""
+    """The deployed file's own input and output names, as a runtime feeds and reads them, and
+    their shapes (``"batch"``, ``"sequence"``: the dimensions it takes at any size)."""
     graph = onnx.load(str(model), load_external_data=False).graph
     initializers = {i.name for i in graph.initializer}
-    inputs = [i.name for i in graph.input if i.name not in initializers]
-    outputs = [o.name for o in graph.output]
-    return {"input": inputs[0], "output": outputs[0], "inputs": inputs, "outputs": outputs}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    outputs = list(graph.output)
+
+    def shape(value: Any) -> list[int | str]:  # a dynamic dimension by its label ("batch")
+        return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+    return {
+        "input": inputs[0].name,
+        "output": outputs[0].name,
+        "inputs": [i.name for i in inputs],
+        "outputs": [o.name for o in outputs],
+        "shapes": {v.name: shape(v) for v in (*inputs, *outputs)},
+    }
 
 
 def provenance(experiment: Experiment, trial: int) -> dict[str, Any]:

@@ -12,13 +12,18 @@ Floating point inputs are fed to ONNX Runtime as float32, integers (token ids) a
 (masks) in their own dtype. An input the exported graph does not read (the model ignores it) is
 dropped by the exporter, and feeds leave it out. The functions here work on such a structure
 whether its leaves are tensors or numpy arrays; ``InputSpec`` adds the names, checked once.
+
+Dimensions past the batch one are fixed at the example's unless ``Experiment.dynamic_axes``
+names them (``{"input_ids": {1: "sequence"}, "attention_mask": {1: "sequence"}}``): the
+exported model then takes any size there (inputs sharing a label vary together), and the
+output's dimensions that follow it are found by running the model at another size.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -172,9 +177,23 @@ class InputSpec:
     names: tuple[str, ...]
     dtypes: tuple[torch.dtype, ...]
     shapes: tuple[tuple[int, ...], ...]
+    # the dimensions past the batch one that may vary: (input name, dimension, label), and the
+    # output's that follow them: (dimension, label)
+    axes: tuple[tuple[str, int, str], ...] = ()
+    output_axes: tuple[tuple[int, str], ...] = ()
+
+    def axes_of(self, name: str) -> dict[int, str]:
+        """The dynamic dimensions of input ``name``, the batch one included."""
+        return {0: "batch", **{d: label for n, d, label in self.axes if n == name}}
+
+    def output_axes_all(self) -> dict[int, str]:
+        """The dynamic dimensions of the output, the batch one included."""
+        return {0: "batch", **dict(self.output_axes)}
 
     @classmethod
-    def of(cls, model: nn.Module, example: Any) -> InputSpec:
+    def of(
+        cls, model: nn.Module, example: Any, dynamic: Mapping[str, Mapping[int, str]] | None = None
+    ) -> InputSpec:
         form = form_of(example)
         pairs = list(leaves(example))
         bad = [k for k, v in pairs if not isinstance(v, torch.Tensor)]
@@ -193,13 +212,54 @@ class InputSpec:
         else:
             keys, names = [None], [SINGLE]
         values = {k: v for k, v in pairs}
-        return cls(
+        spec = cls(
             form=form,
             keys=tuple(keys),
             names=tuple(names),
             dtypes=tuple(values[k].dtype for k in keys),
             shapes=tuple(tuple(values[k].shape) for k in keys),
         )
+        if not dynamic:
+            return spec
+        axes = spec._checked_axes(dynamic)
+        return replace(spec, axes=axes, output_axes=_output_axes(model, example, spec, axes))
+
+    def _checked_axes(
+        self, dynamic: Mapping[str, Mapping[int, str]]
+    ) -> tuple[tuple[str, int, str], ...]:
+        """``Experiment.dynamic_axes`` as (input, dimension, label), each checked."""
+        where = "Experiment.dynamic_axes"
+        if not isinstance(dynamic, Mapping):
+            raise EdgeCompressError(
+                f"{where} must map input names to {{dimension: label}}, e.g. "
+                f"{{{self.names[0]!r}: {{1: 'sequence'}}}}; got {type(dynamic).__name__}."
+            )
+        found = []
+        for name, dims in dynamic.items():
+            if name not in self.names:
+                raise EdgeCompressError(
+                    f"{where} names input {name!r}; the model's inputs are "
+                    f"{', '.join(map(repr, self.names))}."
+                )
+            rank = len(self.shapes[self.names.index(name)])
+            if not isinstance(dims, Mapping) or not dims:
+                raise EdgeCompressError(
+                    f"{where}[{name!r}] must map dimensions to labels, e.g. {{1: 'sequence'}}."
+                )
+            for dim, label in dims.items():
+                if isinstance(dim, bool) or not isinstance(dim, int) or not 1 <= dim < rank:
+                    raise EdgeCompressError(
+                        f"{where}[{name!r}]: dimension {dim!r} is not one past the batch "
+                        f"dimension of an input of shape {self.shapes[self.names.index(name)]} "
+                        f"(1 to {rank - 1}; the batch dimension 0 is always dynamic)."
+                    )
+                if not isinstance(label, str) or not label.isidentifier() or label == "batch":
+                    raise EdgeCompressError(
+                        f"{where}[{name!r}][{dim}]: the label {label!r} must be a word other "
+                        "than 'batch' (inputs that vary together share one, e.g. 'sequence')."
+                    )
+                found.append((name, dim, label))
+        return tuple(found)
 
     def _leaf(self, x: Any, key: Any) -> Any:
         return x if key is None else x[key]
@@ -256,13 +316,80 @@ class InputSpec:
                     f"input's is {dtype}; {expected}. Make them agree (token ids: both "
                     "torch.int64)."
                 )
-            trailing = tuple(getattr(leaf, "shape", ()))[1:]
-            if trailing != shape[1:]:
+            got_shape = tuple(getattr(leaf, "shape", ()))
+            free = self.axes_of(name)
+            if len(got_shape) != len(shape) or any(
+                g != e
+                for d, (g, e) in enumerate(zip(got_shape, shape, strict=False))
+                if d not in free
+            ):
                 raise EdgeCompressError(
-                    f"{where}: input {name!r} has shape {tuple(leaf.shape)}, the example "
+                    f"{where}: input {name!r} has shape {got_shape}, the example "
                     f"input's {shape}; {expected}. Pad or crop to the example's shape (the "
-                    "exported model has a fixed shape past the batch dimension)."
+                    "exported model has a fixed shape past the batch dimension, except where "
+                    "Experiment.dynamic_axes names one)."
                 )
+
+
+def _resized(example: Any, spec: InputSpec, dims: list[tuple[str, int]]) -> tuple[Any, int]:
+    """``example`` with every ``(input, dimension)`` of ``dims`` at another size (half the
+    example's, or 2 where it is 1: the first positions, repeated if need be), and that size."""
+    sizes = {spec.shapes[spec.names.index(n)][d] for n, d in dims}
+    size = min(sizes)
+    other = size // 2 if size >= 2 else 2
+    by_key = {spec.keys[spec.names.index(n)]: [d for m, d in dims if m == n] for n, _ in dims}
+
+    def change(key: Any, x: torch.Tensor) -> torch.Tensor:
+        for d in by_key.get(key, ()):
+            reps = -(-other // x.shape[d])
+            x = torch.cat([x] * reps, dim=d).narrow(d, 0, other)
+        return x
+
+    form = form_of(example)
+    if form == "dict":
+        return {k: change(k, v) for k, v in example.items()}, other
+    if form == "tuple":
+        return tuple(change(i, v) for i, v in enumerate(example)), other
+    return change(None, example), other
+
+
+def _output_axes(
+    model: nn.Module, example: Any, spec: InputSpec, axes: tuple[tuple[str, int, str], ...]
+) -> tuple[tuple[int, str], ...]:
+    """The output's dimensions that follow each label: the model run at the example's size and
+    at another one, label by label (a model that rejects the other size is refused)."""
+    model = model.eval()
+    with torch.no_grad():
+        base = call(model, example)
+    if not isinstance(base, torch.Tensor):
+        raise EdgeCompressError(
+            "Experiment.dynamic_axes needs a model that returns one tensor; it returns "
+            f"{type(base).__name__}."
+        )
+    found: dict[int, str] = {}
+    for label in dict.fromkeys(label for _, _, label in axes):
+        dims = [(n, d) for n, d, lab in axes if lab == label]
+        resized, other = _resized(example, spec, dims)
+        try:
+            with torch.no_grad():
+                out = call(model, resized)
+        except Exception as exc:  # noqa: BLE001 - the model cannot take another size there
+            named = ", ".join(f"{n} dimension {d}" for n, d in dims)
+            raise EdgeCompressError(
+                f"Experiment.dynamic_axes: the model rejects {named} ({label!r}) at size {other}"
+                f" (the example's {spec.shapes[spec.names.index(dims[0][0])][dims[0][1]]}): "
+                f"{type(exc).__name__}: {str(exc)[:200]}. Name only dimensions the model "
+                "takes at any size."
+            ) from None
+        if out.dim() != base.dim():
+            raise EdgeCompressError(
+                f"Experiment.dynamic_axes: the model's output has {base.dim()} dimensions at the "
+                f"example's {label!r} and {out.dim()} at another; it must keep its rank."
+            )
+        for d in range(1, base.dim()):
+            if out.shape[d] != base.shape[d]:
+                found.setdefault(d, label)
+    return tuple(sorted(found.items()))
 
 
 def _torch_dtype(dtype: Any) -> torch.dtype | None:

@@ -20,7 +20,8 @@ WEIGHT_OPS = ("Conv", "Gemm", "MatMul")
 def export_onnx(
     model: nn.Module, example_input: Any, path: Path, inputs: InputSpec | None = None
 ) -> Path:
-    """A self-contained ONNX file (weights inside), batch dimension dynamic, its inputs named
+    """A self-contained ONNX file (weights inside), batch dimension dynamic (and those
+    ``inputs.axes`` names, with the output's that follow them), its inputs named
     by ``inputs`` (the experiment's; by default read from ``model``'s signature): ``input`` for
     one tensor, the parameter names or keys of several.
 
@@ -41,7 +42,10 @@ def export_onnx(
             dynamo=False,
             input_names=list(spec.names),
             output_names=[OUTPUT],
-            dynamic_axes={name: {0: "batch"} for name in (*spec.names, OUTPUT)},
+            dynamic_axes={
+                **{name: spec.axes_of(name) for name in spec.names},
+                OUTPUT: spec.output_axes_all(),
+            },
             opset_version=17,
         )
     proto = onnx.load_from_string(buffer.getvalue())

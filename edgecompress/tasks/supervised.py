@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from edgecompress.errors import EdgeCompressError
 from edgecompress.inputs import call, concat, take
 from edgecompress.tasks.distill import KD_MODES, Hints
 from edgecompress.tasks.metrics import Metric
@@ -218,10 +219,21 @@ class SupervisedTask:
             if loader is None:
                 raise ValueError(f"this task has no {split!r} split")
             if hasattr(loader.dataset, "__len__"):  # a fixed order, whatever the loader shuffles
-                loader = DataLoader(loader.dataset, batch_size=256, shuffle=False)
-            xs, ys = zip(*((x, y) for x, y in loader), strict=True)
-            targets = self.targets(torch.cat([torch.as_tensor(y) for y in ys]).numpy())
-            self._arrays[split] = (concat(xs), targets)
+                loader = DataLoader(
+                    loader.dataset, batch_size=256, shuffle=False, collate_fn=loader.collate_fn
+                )
+            try:
+                xs, ys = zip(*((x, y) for x, y in loader), strict=True)
+                inputs = concat(xs)
+                targets = self.targets(torch.cat([torch.as_tensor(y) for y in ys]).numpy())
+            except (ValueError, RuntimeError) as exc:  # batches of different shapes
+                raise EdgeCompressError(
+                    f"the task's {split!r} split has batches of different shapes past the batch "
+                    f"dimension ({str(exc).splitlines()[0][:160]}): a split is kept as one "
+                    "array, so pad every sample to one length (the exported model still takes "
+                    "any size along Experiment.dynamic_axes)."
+                ) from None
+            self._arrays[split] = (inputs, targets)
         return self._arrays[split]
 
     def calibration_batches(self, batch_size: int = 32) -> Iterator[Any]:
