@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from edgecompress import cli_table
-from edgecompress.cli_format import EXIT_INFEASIBLE, print_front
+from edgecompress.cli_format import EXIT_INFEASIBLE, metric_text, print_front
 from edgecompress.errors import EdgeCompressError, NoFeasibleTrial, TrialsKeepFailing
 from edgecompress.experiment import Experiment, load_experiment
 from edgecompress.export import FORMATS as EXPORT_FORMATS
@@ -322,12 +322,16 @@ def _export(args: argparse.Namespace) -> int:
     experiment = _experiment_of(result, args.experiment)
     manifest = export(experiment, result, args.output, trial=args.trial, formats=args.format)
     m, name = manifest["metrics"], manifest["metric"]
-    test = "no test split" if m[f"test_{name}"] is None else f"test {m[f'test_{name}']:.4f}"
+    test = (
+        "no test split"
+        if m[f"test_{name}"] is None
+        else f"test {metric_text(m[f'test_{name}'], name)}"
+    )
     again = m["latency_ms_remeasured"]
     now = "from the target's table" if again is None else f"re-measured now: {again:.4f} ms"
     print(
         f"wrote {args.output} and its manifest: trial {manifest['trial']}, {name} "
-        f"{m[name]:.4f} ({test}; verified), latency {m['latency_ms']:.4f} ms, "
+        f"{metric_text(m[name], name)} ({test}; verified), latency {m['latency_ms']:.4f} ms, "
         f"{m['speedup']:.1f}x the uncompressed model ({now}), budget "
         f"{manifest['budget_ms']:.4f} ms"
         + (
@@ -423,9 +427,10 @@ def _profile(args: argparse.Namespace) -> int:
 
 def _divergence(experiment: Experiment) -> str:
     """What the profile's damage is for this experiment's task, in words."""
-    if isinstance(experiment.task, ClassificationTask):
+    defined = type(experiment.task).divergence
+    if defined is ClassificationTask.divergence:
         return "KL divergence from the teacher's outputs"
-    if isinstance(experiment.task, RegressionTask):
+    if defined is RegressionTask.divergence:
         return "squared difference from the teacher's outputs over their variance"
     return f"{type(experiment.task).__name__}.divergence from the teacher's outputs"
 

@@ -81,7 +81,9 @@ class Experiment:
                 f"RegressionTask or a SupervisedTask subclass), got {type(self.task).__name__}."
             )
         metric = self.task.objective.name
-        named = self.objectives[:1] if self.objectives[:1] != ("latency_ms",) else ()
+        named = (
+            self.objectives[:1] if self.objectives[:1] and self.objectives[0] not in COSTS else ()
+        )
         costs = self.objectives[len(named) :]
         unknown = [o for o in costs if o not in COSTS]
         if named not in ((), (metric,)) or unknown or (costs and "latency_ms" not in costs):
@@ -210,7 +212,7 @@ class Experiment:
             if got != shape:
                 raise EdgeCompressError(
                     f"Experiment {self.name!r}: {member} returns {got}, the teacher {shape}. "
-                    "A student must give the teacher's output shape (the same classes)."
+                    "A student must give the teacher's output shape (the same outputs)."
                 )
 
 

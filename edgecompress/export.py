@@ -163,7 +163,9 @@ def _verify(
     what: str = "stored model",
 ) -> None:
     """The study's metric of the file, recomputed in ONNX Runtime now on the validation (and
-    test) split, equals the recorded one (to rounding: the same outputs, the same sums)."""
+    test) split, equals the recorded one (to 1e-5 relative: a trial scored on another
+    machine's CPU may differ in the last float digits of a continuous metric; one sample in
+    2,000 changes an accuracy by 5e-4)."""
     name = result.metric
     if name not in experiment.task.metric_names:
         raise EdgeCompressError(
@@ -178,7 +180,7 @@ def _verify(
     scorer = OnnxMetrics(experiment.task, experiment.inputs)
     for split, key in splits:
         now = scorer.scores(model, split)[name]
-        if not math.isclose(now, record[key], rel_tol=1e-9, abs_tol=1e-12):
+        if not math.isclose(now, record[key], rel_tol=1e-5, abs_tol=1e-9):
             why = (
                 "The model or the data changed since the search (another experiment file, "
                 "other data?)."

@@ -259,6 +259,13 @@ class InputSpec:
                         "than 'batch' (inputs that vary together share one, e.g. 'sequence')."
                     )
                 found.append((name, dim, label))
+        for label in {label for _, _, label in found}:
+            sizes = {self.shapes[self.names.index(n)][d] for n, d, lab in found if lab == label}
+            if len(sizes) > 1:
+                raise EdgeCompressError(
+                    f"{where}: the dimensions labelled {label!r} vary together, but the example "
+                    f"input has them at sizes {sorted(sizes)}; give them one size."
+                )
         return tuple(found)
 
     def _leaf(self, x: Any, key: Any) -> Any:
@@ -331,12 +338,20 @@ class InputSpec:
                 )
 
 
-def _resized(example: Any, spec: InputSpec, dims: list[tuple[str, int]]) -> tuple[Any, int]:
-    """``example`` with every ``(input, dimension)`` of ``dims`` at another size (half the
-    example's, or 2 where it is 1: the first positions, repeated if need be), and that size."""
-    sizes = {spec.shapes[spec.names.index(n)][d] for n, d in dims}
-    size = min(sizes)
-    other = size // 2 if size >= 2 else 2
+def resized(spec: InputSpec, example: Any) -> list[tuple[str, int, int, Any]]:
+    """For each label of ``spec.axes``: ``(label, example's size, other size, the example at
+    it)``, at half and at twice the example's size (the first positions, repeated as needed)."""
+    found = []
+    for label in dict.fromkeys(label for _, _, label in spec.axes):
+        dims = [(n, d) for n, d, lab in spec.axes if lab == label]
+        size = spec.shapes[spec.names.index(dims[0][0])][dims[0][1]]
+        for other in sorted({size // 2, 2 * size} - {0}):
+            found.append((label, size, other, _resized(example, spec, dims, other)))
+    return found
+
+
+def _resized(example: Any, spec: InputSpec, dims: list[tuple[str, int]], other: int) -> Any:
+    """``example`` with every ``(input, dimension)`` of ``dims`` at size ``other``."""
     by_key = {spec.keys[spec.names.index(n)]: [d for m, d in dims if m == n] for n, _ in dims}
 
     def change(key: Any, x: torch.Tensor) -> torch.Tensor:
@@ -347,17 +362,19 @@ def _resized(example: Any, spec: InputSpec, dims: list[tuple[str, int]]) -> tupl
 
     form = form_of(example)
     if form == "dict":
-        return {k: change(k, v) for k, v in example.items()}, other
+        return {k: change(k, v) for k, v in example.items()}
     if form == "tuple":
-        return tuple(change(i, v) for i, v in enumerate(example)), other
-    return change(None, example), other
+        return tuple(change(i, v) for i, v in enumerate(example))
+    return change(None, example)
 
 
 def _output_axes(
     model: nn.Module, example: Any, spec: InputSpec, axes: tuple[tuple[str, int, str], ...]
 ) -> tuple[tuple[int, str], ...]:
     """The output's dimensions that follow each label: the model run at the example's size and
-    at another one, label by label (a model that rejects the other size is refused)."""
+    at half and twice it, label by label (a model that rejects either is refused). An output
+    dimension of the input's size at every size takes its label; one that changes otherwise
+    (a strided or pooled length) gets a label of its own, ``<label>_out<dimension>``."""
     model = model.eval()
     with torch.no_grad():
         base = call(model, example)
@@ -367,28 +384,28 @@ def _output_axes(
             f"{type(base).__name__}."
         )
     found: dict[int, str] = {}
-    for label in dict.fromkeys(label for _, _, label in axes):
-        dims = [(n, d) for n, d, lab in axes if lab == label]
-        resized, other = _resized(example, spec, dims)
+    spec = replace(spec, axes=axes)
+    for label, size, other, changed in resized(spec, example):
+        named = ", ".join(f"{n} dimension {d}" for n, d, lab in axes if lab == label)
         try:
             with torch.no_grad():
-                out = call(model, resized)
+                out = call(model, changed)
         except Exception as exc:  # noqa: BLE001 - the model cannot take another size there
-            named = ", ".join(f"{n} dimension {d}" for n, d in dims)
             raise EdgeCompressError(
                 f"Experiment.dynamic_axes: the model rejects {named} ({label!r}) at size {other}"
-                f" (the example's {spec.shapes[spec.names.index(dims[0][0])][dims[0][1]]}): "
-                f"{type(exc).__name__}: {str(exc)[:200]}. Name only dimensions the model "
-                "takes at any size."
+                f" (the example's {size}): {type(exc).__name__}: {str(exc)[:200]}. Name only "
+                "dimensions the model takes at any size (a table of positions as long as the "
+                "example cannot take longer inputs: give the example a shorter length)."
             ) from None
-        if out.dim() != base.dim():
+        if not isinstance(out, torch.Tensor) or out.dim() != base.dim():
             raise EdgeCompressError(
                 f"Experiment.dynamic_axes: the model's output has {base.dim()} dimensions at the "
-                f"example's {label!r} and {out.dim()} at another; it must keep its rank."
+                f"example's {label!r} and not at size {other}; it must keep its rank."
             )
         for d in range(1, base.dim()):
             if out.shape[d] != base.shape[d]:
-                found.setdefault(d, label)
+                follows = base.shape[d] == size and out.shape[d] == other
+                found.setdefault(d, label if follows else f"{label}_out{d}")
     return tuple(sorted(found.items()))
 
 

@@ -93,7 +93,7 @@ def check_finite(model: nn.Module, task: SupervisedTask, samples: int = 64) -> N
     x, _ = task.arrays("train")
     with torch.no_grad():
         out = call(model.eval(), to_torch(take(x, 0, samples)))
-    bad = int((~torch.isfinite(out)).flatten(1).any(1).sum())
+    bad = int((~torch.isfinite(out)).reshape(len(out), -1).any(1).sum())
     if bad:
         raise InvalidPlan(
             f"the compressed model outputs NaN or inf on {bad} of {len(out)} training inputs "

@@ -19,9 +19,11 @@ from edgecompress.compress import layer_nodes
 from edgecompress.compress.pipeline import calibration_source
 from edgecompress.compress.quantize import calibration_batches
 from edgecompress.errors import EdgeCompressError
-from edgecompress.evaluators import measure_absolute_ms
+from edgecompress.evaluators import measure_absolute_ms, session
+from edgecompress.evaluators.latency import feed_of
 from edgecompress.experiment import Experiment
 from edgecompress.gate import CpuGate
+from edgecompress.inputs import resized
 from edgecompress.search.artifacts import check_writable, staging
 from edgecompress.search.artifacts import location as artifact_location
 from edgecompress.search.budget import (
@@ -71,6 +73,7 @@ def space_of(experiment: Experiment, reference: Reference) -> Space:
                 objectives=experiment.study_objectives,
                 target=experiment.target,
                 student=experiment.student,
+                distillation=experiment.task.distillation_reads,
             )
         except Exception as exc:  # noqa: BLE001 - torch-pruning cannot trace the model, ...
             raise EdgeCompressError(
@@ -103,11 +106,31 @@ def checked_reference(experiment: Experiment) -> Reference:
             f"({type(exc).__name__}: {str(exc)[:300]}). Every candidate is deployed as ONNX; "
             "make the model exportable with torch.onnx.export first."
         ) from None
+    _check_dynamic(experiment, reference)
     # static quantization calibrates on the task's batches: checked now, not in a trial
     task = experiment.task
     model = onnx.load_from_string(reference.onnx)
     calibration_batches(calibration_source(experiment), model, task.calibration_samples)
     return reference
+
+
+def _check_dynamic(experiment: Experiment, reference: Reference) -> None:
+    """The exported model runs in ONNX Runtime at half and twice the example's size along each
+    dynamic axis (the exporter may have fixed a size the model computes from its input)."""
+    if not experiment.inputs.axes:
+        return
+    sess = session(reference.onnx)
+    for label, size, other, changed in resized(experiment.inputs, experiment.example_input):
+        try:
+            sess.run(None, feed_of(sess, experiment.inputs.named(changed)))
+        except Exception as exc:  # noqa: BLE001 - the exported graph fixed that size
+            raise EdgeCompressError(
+                f"Experiment {experiment.name!r}: the exported model rejects {label!r} at size "
+                f"{other} (the example's {size}) in ONNX Runtime, although PyTorch takes it "
+                f"({type(exc).__name__}: {str(exc)[:200]}): the ONNX exporter fixed a size the "
+                "model computes from its input (e.g. a reshape to Python numbers). Compute it "
+                "from tensor shapes, or leave that dimension out of dynamic_axes."
+            ) from None
 
 
 def space_report(experiment: Experiment) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -161,19 +184,12 @@ def open_ledger(
     created = file is not None and not file.exists()
     store = open_storage(storage, must_exist=False)
     existing = _settled(name, store)
-    if existing is not None and not metric_asked:
-        stored_metric = metric_of(existing.user_attrs[META])[0]
-        if stored_metric != experiment.metric.name and stored_metric in (
-            experiment.task.metric_names
-        ):
-            experiment = experiment.with_metric(stored_metric)
-    sig = signature(experiment, space)
     if existing is None:
         try:
             meta = new_study_meta(
                 experiment, space, budget_ms, speedup, reference, storage, name, costing, artifacts
             )
-            create(store, name, experiment, {**meta, "signature": sig})
+            create(store, name, experiment, {**meta, "signature": signature(experiment, space)})
         except optuna.exceptions.DuplicatedStudyError:
             # another driver created it since we looked: this one resumes it
             existing = _settled(name, store)
@@ -187,6 +203,14 @@ def open_ledger(
             raise
     if existing is not None:
         meta = existing.user_attrs[META]
+        if not metric_asked:  # a resumed study keeps its metric (another driver's new one too)
+            stored_metric = metric_of(meta)[0]
+            if stored_metric != experiment.metric.name and stored_metric in (
+                experiment.task.metric_names
+            ):
+                experiment = experiment.with_metric(stored_metric)
+                check_max_drop(max_drop, stored_metric)
+        sig = signature(experiment, space)
         wanted = None
         if budget_ms is not None or speedup is not None:
             wanted, _ = resolve_budget(budget_ms, speedup, meta["reference_latency_ms"])

@@ -67,7 +67,7 @@ def kind_of(row: pd.Series) -> str:
 def _series(name: str, frame: pd.DataFrame, reference_ms: float, metric: str) -> Series:
     labels = tuple(
         f"#{int(r['trial'])} {r['proposed_by'] or r['baseline'] or 'sampled'}: {metric} "
-        f"{r[metric]:.4f}, {r['latency_ms']:.4g} ms ({reference_ms / r['latency_ms']:.1f}x)"
+        f"{r[metric]:.4g}, {r['latency_ms']:.4g} ms ({reference_ms / r['latency_ms']:.1f}x)"
         for _, r in frame.iterrows()
     )
     return Series(

@@ -91,7 +91,7 @@ def _predicted(
 def recost(
     result: Result, experiment: Experiment, profile: Profile, *, budget_ms: float | None = None
 ) -> Result:
-    """The study's trials with latency and feasibility from ``profile``'s table: accuracy,
+    """The study's trials with latency and feasibility from ``profile``'s table: metrics,
     size and plans unchanged. The budget: ``budget_ms``, else the study's speedup applied to
     the uncompressed model's prediction on that target, else the study's budget in ms."""
     table = profile.require_table()

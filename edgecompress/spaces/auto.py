@@ -134,9 +134,11 @@ class AutoSpace:
         objectives: tuple[str, ...] = ("accuracy", "latency_ms"),
         target: Target | None = None,
         student: StudentFamily | None = None,
+        distillation: tuple[str, ...] = ("temperature", "kd_weight", "kd_mode", "hint_weight"),
     ) -> Joint:
         """The space for ``model``; ``quantizable``: the layers with an ONNX node of their own;
-        ``target``: the device (its precisions); ``student``: the experiment's student family."""
+        ``target``: the device (its precisions); ``student``: the experiment's student family;
+        ``distillation``: the fine-tune settings the task's distillation reads."""
         techniques = self.chosen(objectives)
         modules = dict(model.named_modules())
         missing = [n for n in exclude if n not in modules]
@@ -172,9 +174,11 @@ class AutoSpace:
                     temperatures=self.temperatures,
                     modes=self.kd_modes,
                     hint_weights=self.hint_weights,
+                    reads=distillation,
                 )
             )
-        spaces.append(self._finetune(finetune, searched="distill" in techniques))
+        searched = distillation if "distill" in techniques else ()
+        spaces.append(self._finetune(finetune, searched=tuple(searched)))
         spaces.append(KnobSpace((), tuple(unsupported_layers(model))))
         return Joint(*spaces)
 
@@ -280,11 +284,11 @@ class AutoSpace:
             roundings=self.roundings,
         )
 
-    def _finetune(self, settings: object, *, searched: bool) -> KnobSpace:
+    def _finetune(self, settings: object, *, searched: tuple[str, ...]) -> KnobSpace:
         knobs = []
         for f in fields(settings):  # type: ignore[arg-type]
             name, value = f"finetune.{f.name}", getattr(settings, f.name)
-            if searched and f.name in DISTILLATION:
+            if f.name in DISTILLATION and f.name in searched:
                 continue  # a knob of the distillation space
             if f.name == "epochs" and self.epochs is not None:
                 low, high = self.epochs

@@ -17,26 +17,28 @@ def distillation_knobs(
     temperatures: Sequence[float] = (1.0, 2.0, 4.0, 8.0),
     modes: Sequence[str] = ("soft", "hard"),
     hint_weights: Sequence[float] = (0.0, 0.1, 1.0),
+    reads: Sequence[str] = ("temperature", "kd_weight", "kd_mode", "hint_weight"),
 ) -> KnobSpace:
     """Knobs for ``finetune.temperature``, ``finetune.kd_weight`` (0 to 1 by 0.1),
-    ``finetune.kd_mode`` and ``finetune.hint_weight``; each one's identity is ``settings``'s
-    value (the first choice, or the nearest step, where that is not on offer)."""
+    ``finetune.kd_mode`` and ``finetune.hint_weight``, those of them the task's distillation
+    ``reads`` (a regression task's reads no temperature and no mode: plans differing only there
+    would train the same model); each one's identity is ``settings``'s value (the first choice,
+    or the nearest step, where that is not on offer)."""
     temps = _increasing("temperatures", temperatures, zero_ok=False)
     hints = _increasing("hint_weights", hint_weights, zero_ok=True)
     check_choices("distillation modes", tuple(modes), KD_MODES)
-    return KnobSpace(
-        (
-            _ordinal("finetune.temperature", temps, settings.temperature),
-            _kd_weight(settings.kd_weight),
-            Knob(
-                name="finetune.kd_mode",
-                kind="choice",
-                choices=tuple(modes),
-                identity=_given_or_first(settings.kd_mode, tuple(modes)),
-            ),
-            _ordinal("finetune.hint_weight", hints, settings.hint_weight),
-        )
+    knobs = (
+        _ordinal("finetune.temperature", temps, settings.temperature),
+        _kd_weight(settings.kd_weight),
+        Knob(
+            name="finetune.kd_mode",
+            kind="choice",
+            choices=tuple(modes),
+            identity=_given_or_first(settings.kd_mode, tuple(modes)),
+        ),
+        _ordinal("finetune.hint_weight", hints, settings.hint_weight),
     )
+    return KnobSpace(tuple(k for k in knobs if k.name.removeprefix("finetune.") in reads))
 
 
 def _increasing(what: str, values: Sequence[float], *, zero_ok: bool) -> tuple[float, ...]:

@@ -24,6 +24,12 @@ class ClassificationTask(SupervisedTask):
     """
 
     metrics: ClassVar[tuple[Metric, ...]] = (ACCURACY,)
+    distillation_reads: ClassVar[tuple[str, ...]] = (
+        "kd_weight",
+        "temperature",
+        "kd_mode",
+        "hint_weight",
+    )
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(outputs, targets)

@@ -60,7 +60,7 @@ def _accuracy(outputs: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
 
 
 def _errors(outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Per-sample squared error (summed over outputs, averaged per output element)."""
+    """Outputs minus targets, one row per sample (every output element a column)."""
     diff = outputs.reshape(len(outputs), -1).astype(np.float64) - targets.reshape(
         len(targets), -1
     ).astype(np.float64)

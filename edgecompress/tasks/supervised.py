@@ -119,6 +119,8 @@ class SupervisedTask:
     """
 
     metrics: ClassVar[tuple[Metric, ...]] = ()
+    # the FinetuneSettings fields distillation_loss reads: the space searches only these
+    distillation_reads: ClassVar[tuple[str, ...]] = ("kd_weight", "hint_weight")
 
     train: DataLoader
     val: DataLoader
@@ -222,8 +224,11 @@ class SupervisedTask:
                 loader = DataLoader(
                     loader.dataset, batch_size=256, shuffle=False, collate_fn=loader.collate_fn
                 )
+            batches = [(x, y) for x, y in loader]
+            if not batches:
+                raise EdgeCompressError(f"the task's {split!r} split is empty: give it data.")
+            xs, ys = zip(*batches, strict=True)
             try:
-                xs, ys = zip(*((x, y) for x, y in loader), strict=True)
                 inputs = concat(xs)
                 targets = self.targets(torch.cat([torch.as_tensor(y) for y in ys]).numpy())
             except (ValueError, RuntimeError) as exc:  # batches of different shapes

@@ -60,6 +60,50 @@ def test_the_output_dimensions_that_follow_the_sequence_are_dynamic_too(tmp_path
     path = export_onnx(per_token, ids, tmp_path / "m.onnx", spec)
     out = session(path).run(None, {"input": np.ones((2, 17), np.int64)})[0]
     assert out.shape == (2, 17, 5)
+    # a strided layer: the output's length follows the input's without equalling it
+    strided = _Strided().eval()
+    spec = InputSpec.of(strided, ids, {"input": {1: "tokens"}})
+    assert spec.output_axes == ((2, "tokens_out2"),)  # (batch, 8, ceil(tokens / 2))
+    path = export_onnx(strided, ids, tmp_path / "s.onnx", spec)
+    out = session(path).run(None, {"input": np.ones((2, 17), np.int64)})[0]
+    assert out.shape == (2, 8, 9)
+    dims = onnx.load(path).graph.output[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 8, "tokens_out2"]
+
+
+class _Strided(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Embedding(20, 8)
+        self.conv = torch.nn.Conv1d(8, 8, 3, stride=2, padding=1)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.embed(ids).transpose(1, 2))
+
+
+class _Positions(torch.nn.Module):
+    """Tokens plus a learned position table exactly as long as the example: no longer input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.positions = torch.nn.Embedding(50, 8), torch.nn.Embedding(12, 8)
+        self.head = torch.nn.Linear(8, 3)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        where = torch.arange(ids.shape[1])
+        return self.head((self.embed(ids) + self.positions(where)).max(1).values)
+
+
+class _Baked(torch.nn.Module):
+    """Runs at any length in PyTorch, but the exporter fixes the length (a Python int)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.head = torch.nn.Embedding(50, 8), torch.nn.Linear(8, 3)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        h = self.embed(ids) + torch.zeros(int(ids.shape[1]), 1)
+        return self.head(h.max(1).values)
 
 
 def test_dynamic_axes_mistakes_are_refused_before_any_work(workdir: Path) -> None:
@@ -79,6 +123,16 @@ def test_dynamic_axes_mistakes_are_refused_before_any_work(workdir: Path) -> Non
     with pytest.raises(EdgeCompressError, match=r"rejects input dimension 1 \('length'\) at size"):
         search(tiny, trials=2, speedup=0.5, storage="sqlite:///x.db", progress=False)
     assert not (workdir / "x.db").exists()  # nothing was created
+    # a position table as long as the example: a longer input is refused, at the size tried
+    positions = replace(tokens, model=_Positions, dynamic_axes={"input": {1: "sequence"}})
+    with pytest.raises(EdgeCompressError, match=r"at size 24 \(the example's 12\)"):
+        positions.validate()
+    # a length the exporter fixed: PyTorch takes it, ONNX Runtime does not; refused before work
+    baked = replace(tokens, model=_Baked, dynamic_axes={"input": {1: "sequence"}})
+    baked.validate()
+    with pytest.raises(EdgeCompressError, match="the exported model rejects 'sequence' at size"):
+        search(baked, trials=2, speedup=0.5, storage="sqlite:///y.db", progress=False)
+    assert not (workdir / "y.db").exists()
 
 
 def test_data_checks_follow_the_dynamic_axes(workdir: Path) -> None:

@@ -222,3 +222,34 @@ def test_the_metric_leads_the_objectives_whatever_sizes_they_add() -> None:
     assert named.task.metric == "r2" and experiment.task.metric is None  # a copy, not a change
     with pytest.raises(EdgeCompressError, match="'latency_ms' and optionally size_mb"):
         replace(experiment, objectives=("size_mb",))
+    either = replace(experiment, objectives=("size_mb", "latency_ms"))  # the costs in any order
+    assert either.study_objectives == ("rmse", "size_mb", "latency_ms")
+
+
+def test_a_regressor_with_one_value_per_sample_is_checked_and_scored() -> None:
+    """A model that ends in ``squeeze(-1)``: outputs (batch,), targets (batch,)."""
+    from edgecompress.compress.pipeline import check_finite
+
+    x = torch.randn(64, 32)
+    loader = DataLoader(TensorDataset(x, x.mean(1)), batch_size=16)
+    task = RegressionTask(train=loader, val=loader)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 1), torch.nn.Flatten(0))
+    check_finite(model, task)  # (64,) outputs: no IndexError
+    outputs = model(x).detach()
+    assert outputs.shape == (64,) and task.check_targets(outputs, x.mean(1)) is None
+    scores = task.evaluate(outputs.numpy(), task.arrays("val")[1])
+    assert scores["rmse"] == pytest.approx(float(((outputs - x.mean(1)) ** 2).mean().sqrt()))
+
+
+def test_a_regression_space_searches_only_the_distillation_knobs_its_loss_reads() -> None:
+    from edgecompress.search import space_report
+    from tests.conftest import TINY
+
+    regression = {k["name"]: k["kind"] for k in space_report(load_experiment(SIGNAL))[0]}
+    assert regression["finetune.kd_weight"] == "float"
+    assert regression["finetune.hint_weight"] == "ordinal"
+    # the default distillation reads no temperature and no mode: fixed, not searched
+    assert regression["finetune.temperature"] == regression["finetune.kd_mode"] == "fixed"
+    classification = {k["name"]: k["kind"] for k in space_report(load_experiment(TINY))[0]}
+    assert classification["finetune.temperature"] == "ordinal"
+    assert classification["finetune.kd_mode"] == "choice"
