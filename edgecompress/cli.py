@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from edgecompress import cli_table
-from edgecompress.cli_format import EXIT_INFEASIBLE, metric_text, print_front
+from edgecompress.cli_format import EXIT_INFEASIBLE, print_front
 from edgecompress.errors import EdgeCompressError, NoFeasibleTrial, TrialsKeepFailing
 from edgecompress.experiment import Experiment, load_experiment
 from edgecompress.export import FORMATS as EXPORT_FORMATS
@@ -35,6 +35,7 @@ from edgecompress.search.recost import recost
 from edgecompress.search.storage import open_storage, redacted, study_names
 from edgecompress.targets.profile import load_profile
 from edgecompress.tasks import ClassificationTask, RegressionTask
+from edgecompress.tasks.metrics import shown
 
 EXIT_BAD_INPUT, EXIT_TRIALS_FAILING = 2, 4
 EXPERIMENT_HELP = "FILE.py:NAME or package.module:NAME naming an edgecompress.Experiment"
@@ -323,15 +324,13 @@ def _export(args: argparse.Namespace) -> int:
     manifest = export(experiment, result, args.output, trial=args.trial, formats=args.format)
     m, name = manifest["metrics"], manifest["metric"]
     test = (
-        "no test split"
-        if m[f"test_{name}"] is None
-        else f"test {metric_text(m[f'test_{name}'], name)}"
+        "no test split" if m[f"test_{name}"] is None else f"test {shown(m[f'test_{name}'], name)}"
     )
     again = m["latency_ms_remeasured"]
     now = "from the target's table" if again is None else f"re-measured now: {again:.4f} ms"
     print(
         f"wrote {args.output} and its manifest: trial {manifest['trial']}, {name} "
-        f"{metric_text(m[name], name)} ({test}; verified), latency {m['latency_ms']:.4f} ms, "
+        f"{shown(m[name], name)} ({test}; verified), latency {m['latency_ms']:.4f} ms, "
         f"{m['speedup']:.1f}x the uncompressed model ({now}), budget "
         f"{manifest['budget_ms']:.4f} ms"
         + (

@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from edgecompress.search import Result
+from edgecompress.tasks.metrics import shown
 
 EXIT_INFEASIBLE = 3
 
@@ -110,10 +111,8 @@ def _table(result: Result, records: list[dict[str, Any]]) -> str:
     rows = [
         {
             "trial": r["trial"],
-            name: metric_text(r[name], name) + _se(r.get(f"{name}_se")),
-            f"test_{name}": "-"
-            if r[f"test_{name}"] is None
-            else metric_text(r[f"test_{name}"], name),
+            name: shown(r[name], name) + _se(r.get(f"{name}_se")),
+            f"test_{name}": "-" if r[f"test_{name}"] is None else shown(r[f"test_{name}"], name),
             "latency_ms": f"{r['latency_ms']:.4f}",
             "speedup": f"{r['speedup']:.1f}x",
             "size_mb": f"{r['size_mb']:.3f}",
@@ -126,12 +125,6 @@ def _table(result: Result, records: list[dict[str, Any]]) -> str:
     ]
     body = pd.DataFrame(rows).to_string(index=False) if rows else "(no completed trials)"
     return f"{head}\n{title}:\n{body}"
-
-
-def metric_text(value: float, name: str) -> str:
-    """A metric's value as shown: accuracy to 4 places, others to 4 significant digits (a
-    small error such as an MSE of 0.00072 must not show as 0.0000)."""
-    return f"{value:.4f}" if name == "accuracy" else f"{value:.4g}"
 
 
 def _se(value: float | None) -> str:

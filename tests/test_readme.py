@@ -79,7 +79,7 @@ def test_readme_task_snippet_searches_a_segmentation_model(workdir: Path) -> Non
     exec(compile(_snippet("task-snippet"), "README.md", "exec"), scope)
     result = scope["result"]
     assert result.metric == "miou" and result.objectives == ["miou", "latency_ms"]
-    assert len(result.trials) == 4
+    assert len(result.trials) == 3
     teacher = result.trials.set_index("baseline").loc["teacher"]
     assert 0.5 < teacher["miou"] <= 1.0 and 0.5 < teacher["test_miou"] <= 1.0
     study = scope["experiment"]

@@ -17,6 +17,7 @@ import pandas as pd
 
 from edgecompress.errors import EdgeCompressError
 from edgecompress.search.front import Result
+from edgecompress.tasks.metrics import shown
 
 FORMATS = (".png", ".svg", ".pdf", ".html")
 BASELINES = ("teacher", "int8")
@@ -67,7 +68,8 @@ def kind_of(row: pd.Series) -> str:
 def _series(name: str, frame: pd.DataFrame, reference_ms: float, metric: str) -> Series:
     labels = tuple(
         f"#{int(r['trial'])} {r['proposed_by'] or r['baseline'] or 'sampled'}: {metric} "
-        f"{r[metric]:.4g}, {r['latency_ms']:.4g} ms ({reference_ms / r['latency_ms']:.1f}x)"
+        f"{shown(r[metric], metric)}, {r['latency_ms']:.4g} ms "
+        f"({reference_ms / r['latency_ms']:.1f}x)"
         for _, r in frame.iterrows()
     )
     return Series(

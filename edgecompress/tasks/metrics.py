@@ -99,6 +99,12 @@ def _r2(outputs: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
     return float(value), math.nan
 
 
+def shown(value: float, name: str) -> str:
+    """A metric's value as printed: accuracy to 4 places, others to 4 significant digits (a
+    small error such as an MSE of 0.00072 must not show as 0.0000)."""
+    return f"{value:.4f}" if name == "accuracy" else f"{value:.4g}"
+
+
 ACCURACY = Metric("accuracy", "maximize", _accuracy, "top-1 accuracy (argmax over dim 1)")
 MSE = Metric("mse", "minimize", _mse, "mean squared error")
 RMSE = Metric("rmse", "minimize", _rmse, "root mean squared error")

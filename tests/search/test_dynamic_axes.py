@@ -3,7 +3,6 @@ experiment names, in every precision; what cannot vary is refused before any wor
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -12,38 +11,44 @@ import onnx
 import pytest
 import torch
 
-from edgecompress import EdgeCompressError, export, load_experiment, search
+from edgecompress import EdgeCompressError, load_experiment, search
 from edgecompress.evaluators import session
 from tests.conftest import TINY
 
 TOKENS = f"{Path(__file__).parent.parent / 'token_experiment.py'}:experiment"
 
 
-def test_a_token_model_with_a_dynamic_sequence_is_searched_and_exported(workdir: Path) -> None:
+def test_a_token_model_with_a_dynamic_sequence_compresses_to_models_of_any_length(
+    tmp_path: Path,
+) -> None:
+    """The trial pipeline (compress: fine-tune, export, quantize) keeps the axis in every
+    precision; the manifest's shapes name it (the search and export around it are the same
+    for every model, and tested in test_token_inputs)."""
+    from edgecompress.compress import compress
+    from edgecompress.export import _graph_names
+    from edgecompress.search.engine import checked_reference, space_of
+    from edgecompress.spaces import baseline_params, replay
+
     experiment = replace(load_experiment(TOKENS), dynamic_axes={"input": {1: "sequence"}})
-    experiment.validate()
+    reference = checked_reference(experiment)  # validated; the export runs at 6 and 24 tokens
     assert experiment.inputs.axes_of("input") == {0: "batch", 1: "sequence"}
     assert experiment.inputs.output_axes == ()  # (batch, classes): nothing follows the sequence
-    result = search(
-        experiment, trials=3, speedup=0.5, storage="sqlite:///d.db", progress=False, strategy="tpe"
-    )
+    space = space_of(experiment, reference)
     teacher = experiment.model()
     rng = np.random.default_rng(0)
-    for baseline in ("teacher", "int8"):
-        number = int(result.trials.set_index("baseline").loc[baseline, "trial"])
-        out = workdir / f"{baseline}.onnx"
-        manifest = export(experiment, result, out, trial=number)
-        assert manifest["shapes"]["input"] == ["batch", "sequence"]
-        assert json.loads(out.with_suffix(".json").read_text())["shapes"]["logits"] == ["batch", 3]
-        graph = onnx.load(out).graph
-        dims = graph.input[0].type.tensor_type.shape.dim
-        assert [d.dim_param for d in dims] == ["batch", "sequence"]
-        sess = session(out)
+    for kind in ("teacher", "int8"):
+        plan = replay(space, baseline_params(space, kind))
+        path = compress(experiment, plan, tmp_path / kind).onnx_path
+        graph = onnx.load(path).graph
+        assert kind == "teacher" or any(n.op_type.startswith("Quantize") for n in graph.node)
+        shapes = _graph_names(Path(path))["shapes"]
+        assert shapes["input"] == ["batch", "sequence"] and shapes["logits"] == ["batch", 3]
+        sess = session(path)
         for length in (5, 12, 30):  # shorter and longer than the example's 12
             ids = rng.integers(0, 50, (4, length)).astype(np.int64)
             logits = sess.run(None, {"input": ids})[0]
             assert logits.shape == (4, 3) and np.isfinite(logits).all()
-            if baseline == "teacher":  # the fp32 export computes what the model does
+            if kind == "teacher":  # the fp32 export computes what the model does
                 with torch.no_grad():
                     expected = teacher(torch.from_numpy(ids)).numpy()
                 np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-5)
