@@ -16,7 +16,8 @@ whether its leaves are tensors or numpy arrays; ``InputSpec`` adds the names, ch
 Dimensions past the batch one are fixed at the example's unless ``Experiment.dynamic_axes``
 names them (``{"input_ids": {1: "sequence"}, "attention_mask": {1: "sequence"}}``): the
 exported model then takes any size there (inputs sharing a label vary together), and the
-output's dimensions that follow it are found by running the model at another size.
+output's dimensions that follow it are found by running the model at half and twice the
+example's size.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from edgecompress.evaluators.latency import feed_of
 from edgecompress.evaluators.runtime import session
 from edgecompress.inputs import InputSpec, rows, take
 from edgecompress.plan import InvalidPlan
-from edgecompress.tasks import SupervisedTask
+from edgecompress.tasks import ACCURACY, SupervisedTask
 
 
 def onnx_outputs(
@@ -44,8 +44,9 @@ def onnx_outputs(
 def onnx_accuracy(
     path: Path | bytes, x: np.ndarray | dict[str, np.ndarray], y: np.ndarray, **kwargs: Any
 ) -> float:
-    """Top-1 accuracy of the ONNX model on ``x`` against labels ``y`` (see ``onnx_outputs``)."""
-    return float((onnx_outputs(path, x, **kwargs).argmax(axis=1) == y).mean())
+    """Top-1 accuracy of the ONNX model on ``x`` against labels ``y`` (see ``onnx_outputs``):
+    ``ACCURACY``'s score, as a study records it."""
+    return ACCURACY.score(onnx_outputs(path, x, **kwargs), y)[0]
 
 
 class OnnxMetrics:
