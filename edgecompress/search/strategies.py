@@ -33,6 +33,7 @@ from edgecompress.search.allocation import (
     allocate,
     compressed_at,
     floor,
+    least_damage,
     uniform_at,
 )
 from edgecompress.search.probe import LatencyProbe
@@ -329,7 +330,11 @@ class Allocate(Strategy):
         if stored is not None:
             return dict(stored)
         target = context.budget_ms * self.SAFETY
-        lowest = floor(self.profile(context), context.space, context.latency)
+        floors = [
+            floor(on, context.space, context.latency) for on in self.profile(context).profiles()
+        ]
+        fastest = min(range(len(floors)), key=lambda i: floors[i].latency_ms)
+        lowest = floors[fastest]
         reach = lowest.latency_ms <= target  # one measurement near the floor: no slack here
         if reach:
             least = min(1.0, lowest.latency_ms * self.FLOOR_SLACK / target)
@@ -341,7 +346,13 @@ class Allocate(Strategy):
         rungs = round(math.log(least) / math.log(self.RUNG)) if least < 1 else 0
         rungs = max(min(rungs, self.MOST_RUNGS), 1 if least < 0.85 else 0)
         aims = [round(least ** (i / rungs), 4) for i in range(1, rungs + 1)]
-        ladder = {"reach": reach, "floor_ms": lowest.latency_ms, "least": least, "aims": aims}
+        ladder = {
+            "reach": reach,
+            "floor_ms": lowest.latency_ms,
+            "least": least,
+            "aims": aims,
+            "base": fastest,  # the base whose floor is lowest: the level proposals start there
+        }
         study.set_user_attr(LADDER_ATTR, ladder)
         return ladder
 
@@ -383,24 +394,28 @@ class Allocate(Strategy):
                 context.space,
                 context.latency,
                 target_ms=target,
-                base=profile.base_params,
+                base=_base_of(profile, ladder).base_params,
                 weights=weights,
                 fixed=fixed,
             )
-        elif settings.get("uniform"):
-            found = uniform_at(
-                profile, context.space, context.latency, target_ms=target, fixed=fixed
+        elif settings.get("uniform"):  # on each base, the least damage
+            found = least_damage(
+                uniform_at(on, context.space, context.latency, target_ms=target, fixed=fixed)
+                for on in profile.profiles()
             )
         else:
-            found = allocate(
-                profile,
-                context.space,
-                context.latency,
-                target_ms=target,
-                reference_ms=context.reference_ms,
-                fixed=fixed,
-                gamma=float(settings.get("gamma", 1.0)),
-                precision=bool(settings.get("precision", True)),
+            found = least_damage(
+                allocate(
+                    on,
+                    context.space,
+                    context.latency,
+                    target_ms=target,
+                    reference_ms=context.reference_ms,
+                    fixed=fixed,
+                    gamma=float(settings.get("gamma", 1.0)),
+                    precision=bool(settings.get("precision", True)),
+                )
+                for on in profile.profiles()
             )
         if found is None:
             return None
@@ -435,6 +450,12 @@ class Allocate(Strategy):
                 return found
             inner.tell(trial, state=TrialState.FAIL)
         return None
+
+
+def _base_of(profile: Sensitivity, ladder: dict[str, Any]) -> Sensitivity:
+    """The base the ladder's floor was measured on (the profile's own in a study of before)."""
+    bases = profile.profiles()
+    return bases[min(int(ladder.get("base", 0)), len(bases) - 1)]
 
 
 def _uniform(trial: optuna.trial.FrozenTrial) -> bool:
