@@ -1,5 +1,5 @@
-"""Models with several inputs, for the tests (issue 14): trained in a second, deterministically
-(Ray workers that import this file build the same models).
+"""Models with several inputs, for the tests (issue 14): trained once per test session,
+deterministically (``tests/weights.py``).
 
 - ``masked``: keyword inputs as a tokenizer gives them, ``{"input_ids", "attention_mask",
   "token_type_ids"}``. A sequence's class is one token among random ones; the padding past its
@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from edgecompress import ClassificationTask, Experiment, FinetuneSettings, Target
+from tests.weights import trained_once
 
 VOCAB, LENGTH, CLASSES = 40, 12, 3
 SIGNAL, META = 24, 4
@@ -114,11 +115,10 @@ class Rows(Dataset):
         return tuple(v[i] for v in self.x), self.y[i]
 
 
-def _fit(model: nn.Module, data: Dataset, epochs: int) -> nn.Module:
+def _fit(data: Dataset, epochs: int) -> Callable[[nn.Module], None]:
     from edgecompress.inputs import call
 
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
+    def train(model: nn.Module) -> None:
         opt = torch.optim.Adam(model.parameters(), lr=1e-2)
         order = torch.Generator().manual_seed(0)
         for _ in range(epochs):
@@ -126,21 +126,16 @@ def _fit(model: nn.Module, data: Dataset, epochs: int) -> nn.Module:
                 opt.zero_grad()
                 nn.functional.cross_entropy(call(model, x), y).backward()
                 opt.step()
-    return model.eval()
+
+    return train
 
 
 def masked_model() -> nn.Module:
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = MaskedNet()
-    return _fit(model, Rows(*masked_data(800, 0)), 6)
+    return trained_once("masked", MaskedNet, _fit(Rows(*masked_data(800, 0)), 6))
 
 
 def pair_model() -> nn.Module:
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = PairNet()
-    return _fit(model, Rows(*pair_data(800, 0)), 6)
+    return trained_once("pair", PairNet, _fit(Rows(*pair_data(800, 0)), 6))
 
 
 def _experiment(name: str, model: Callable[[], nn.Module], make: Callable[..., Any]) -> Experiment:

@@ -1,8 +1,8 @@
 """A model that takes integer token ids (an ``nn.Embedding`` first), for the tests.
 
 Sequences of random tokens hide their class as one token somewhere; an embedding, a residual
-feed-forward block and max pooling find it. Trained in a second, deterministically (Ray workers
-that import this file build the same model).
+feed-forward block and max pooling find it. Trained once per test session, deterministically
+(``tests/weights.py``).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from edgecompress import ClassificationTask, Experiment, FinetuneSettings, Target
+from tests.weights import trained_once
 
 VOCAB, LENGTH, CLASSES = 50, 12, 3
 
@@ -43,19 +44,19 @@ def _loader(n: int, seed: int, shuffle: bool) -> DataLoader:
     return DataLoader(TensorDataset(*make_data(n, seed)), batch_size=32, shuffle=shuffle)
 
 
+def _train(model: nn.Module) -> None:
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    data = TensorDataset(*make_data(600, 0))
+    order = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        for x, y in DataLoader(data, batch_size=32, shuffle=True, generator=order):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+
+
 def trained_model() -> nn.Module:
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = TokenNet()
-        opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-        data = TensorDataset(*make_data(600, 0))
-        order = torch.Generator().manual_seed(0)
-        for _ in range(5):
-            for x, y in DataLoader(data, batch_size=32, shuffle=True, generator=order):
-                opt.zero_grad()
-                nn.functional.cross_entropy(model(x), y).backward()
-                opt.step()
-    return model.eval()
+    return trained_once("tokens", TokenNet, _train)
 
 
 experiment = Experiment(
