@@ -545,7 +545,10 @@ def _inner_study(
             continue  # one global ratio, or a trial's plan with its students compressed
         if bool(record["settings"].get("level")) != level:
             continue
-        full = {**_defaults(space, base), **record["settings"]}
+        # the alignment and criterion the plan ran with (an allocation on another base than
+        # the profile's takes that base's), then what the refinement asked for
+        ran = {k: t.params[k] for k in _knob_names(space) if k in t.params}
+        full = {**_defaults(space, base), **ran, **record["settings"]}
         params = {k: full[k] for k in distributions if k in full}
         values = [_finite(t.user_attrs.get(m)) for m in (metric.name, "latency_ms")]
         if len(params) != len(distributions) or None in values:

@@ -541,3 +541,27 @@ def test_without_max_drop_there_is_no_walk() -> None:
     study = optuna.create_study(directions=["maximize", "minimize"])
     records = _walk(strategy, study, context, 10, line_ms=0.3)
     assert not any(r["label"].startswith(DROP) for r in records)
+
+
+def test_the_refinement_model_reads_the_alignment_a_plan_ran_with() -> None:
+    """An allocation built on another base than the profile's (fp32 aligned to 16 where the
+    profile's is int8 unaligned) is told to the refinement's TPE with the alignment it ran
+    with, not the profile's."""
+    from edgecompress.search.strategies import _inner_study
+    from edgecompress.spaces import Knob
+
+    align = Knob(name="method.round_to", kind="ordinal", choices=(1, 16), identity=1)
+    prune = Knob(name="prune.a", kind="float", low=0.0, high=0.9, step=0.05, identity=0.0)
+    space = KnobSpace((prune, align))
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for aligned in (0, 1):  # the plans as they ran: unaligned, then aligned to 16
+        study.enqueue_trial({"prune.a": 0.5, align.name: aligned})
+        trial = study.ask()
+        prune.suggest(trial), align.suggest(trial)
+        trial.set_user_attr(ATTR, {"label": f"allocation {aligned}", "settings": {"aim": 1.0}})
+        trial.set_user_attr("accuracy", 0.9)
+        trial.set_user_attr("latency_ms", 1.0)
+        study.tell(trial, [0.9, 1.0])
+    ran = [t.params[align.name] for t in study.trials]
+    inner = _inner_study(study, space, {"prune.a": 0.0, align.name: 0}, 1, 0)
+    assert [t.params[align.name] for t in inner.trials] == ran
