@@ -351,7 +351,9 @@ class Allocate(Strategy):
             "floor_ms": lowest.latency_ms,
             "least": least,
             "aims": aims,
-            "base": fastest,  # the base whose floor is lowest: the level proposals start there
+            # the base whose floor is lowest (its params: a profile measured again may order
+            # its bases otherwise): the level proposals start there
+            "base": self.profile(context).profiles()[fastest].base_params,
         }
         study.set_user_attr(LADDER_ATTR, ladder)
         return ladder
@@ -453,9 +455,10 @@ class Allocate(Strategy):
 
 
 def _base_of(profile: Sensitivity, ladder: dict[str, Any]) -> Sensitivity:
-    """The base the ladder's floor was measured on (the profile's own in a study of before)."""
-    bases = profile.profiles()
-    return bases[min(int(ladder.get("base", 0)), len(bases) - 1)]
+    """The base the ladder's floor was measured on; the profile's own where the study's is not
+    among the profile's bases (a study of before, or a profile measured again otherwise)."""
+    wanted = ladder.get("base")
+    return next((on for on in profile.profiles() if on.base_params == wanted), profile)
 
 
 def _uniform(trial: optuna.trial.FrozenTrial) -> bool:
