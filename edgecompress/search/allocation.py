@@ -17,7 +17,7 @@ faster at some levels), the strategy allocates on each and keeps the least predi
 damage is the profile's, whatever ``gamma`` bent for the choice. ``uniform_at`` does the
 same for one global ratio (what a user does by hand), by bisection on the ratio. ``floor`` is
 the fastest plan the profiled knobs reach. ``compressed_at`` serves budgets beyond that floor:
-every knob with a fastest value (students too, which the profile does not cover, and ranks) the
+every knob with a fastest value (students and ranks too, which the profile does not cover) the
 same share of the way there, weighted by section, by bisection on the share.
 """
 
@@ -94,26 +94,10 @@ def options(
         for name, points in profile.bits.items():
             knob = knobs[name]
             values = (profile.base_params[name], *(knob.param(int(p.value)) for p in points))
-            found.append(_measured(profile, name, values, points))
-    for name, points in profile.rank.items():  # the profiled shares only: no interpolation
-        # (a factorization slightly below the dense layer's multiply-adds runs two operations
-        # for one, slower; the line from the dense point to the first share would hide it),
-        # and only those faster than the dense layer (``Sensitivity.dominated``)
-        knob = knobs[name]
-        faster = tuple(p for p in points if p.ratio < profile.base_ratio)
-        dense = profile.base_params.get(name, knob.param(knob.identity))
-        found.append(_measured(profile, name, (dense, *(p.value for p in faster)), faster))
+            damage = np.array([0.0, *(p.damage - profile.base_damage for p in points)])
+            delta = np.log(np.array([1.0, *(p.ratio / profile.base_ratio for p in points)]))
+            found.append(_Options(name, values, damage, delta))
     return [_bent(o, gamma, _largest(found)) for o in found]
-
-
-def _measured(
-    profile: Sensitivity, name: str, values: tuple[Any, ...], points: tuple[Point, ...]
-) -> _Options:
-    """A knob's options measured as deployed (``values[0]`` the base's, then each point's):
-    damage and latency change from the base plan's."""
-    damage = np.array([0.0, *(p.damage - profile.base_damage for p in points)])
-    delta = np.log(np.array([1.0, *(p.ratio / profile.base_ratio for p in points)]))
-    return _Options(name, values, damage, delta)
 
 
 def _largest(found: list[_Options]) -> float:

@@ -22,12 +22,7 @@ Computed once per model, space, target and latency source, and cached (``$EDGECO
   fine-tuning); its latency is the base plan with that group pruned, built untrained and
   measured (or predicted from the target's table);
 - **bits**: each layer alone at each other width it may take (fp32, fp16, int4, ...) with the
-  rest of the base: the deployed ONNX file's divergence from the teacher, and its latency;
-- **rank**: each layer alone factorized to a ladder of shares of its multiply-adds
-  (``RANK_LEVELS``, down to the knob's least), the rest as in the base, measured the same way
-  (deployed, untrained: the factors are the truncated decomposition of the teacher's weights).
-  Where a factorization is slower than the dense layer on this runtime (two or three small
-  operations for one), the profile says so and no allocation takes it.
+  rest of the base: the deployed ONNX file's divergence from the teacher, and its latency.
 
 Latencies are kept as ratios to the reference model, so a cached profile serves a later study
 whose reference was timed at another moment. Damage is measured on the first ``SAMPLES``
@@ -41,7 +36,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,13 +56,11 @@ from edgecompress.spaces import Knob, Space, baseline_params, describe, on_grid,
 from edgecompress.targets import describe_device
 
 LEVELS = (0.25, 0.5, 0.75, 0.9)
-RANK_LEVELS = (0.75, 0.5, 0.25)  # shares of a layer's multiply-adds kept, then the knob's least
 BASE_LEVELS = (0.5, 1.0)  # uniform pruning levels (shares of each knob's most) a base is timed at
 ALIGNMENT_TIE = 0.03  # alignments within this (mean log latency) of the fastest: the finest
 SAMPLES = 512
 OTHER_MARGIN = 0.97  # another precision is a base too where its uniform plan is this much faster
-VERSION = 4  # v2: the base's alignment and precision chosen at pruned levels too; v3: other
-# bases; v4: low-rank factorization profiled
+VERSION = 3  # v2: the base's alignment and precision chosen at pruned levels too; v3: other bases
 
 Progress = Callable[[str], None]
 
@@ -95,8 +88,6 @@ class Sensitivity:
     bases: tuple[dict[str, Any], ...] = ()
     # the other bases (see the module docstring): each profiled alone, pruning only
     others: tuple[Sensitivity, ...] = ()
-    # each factorizable layer alone at each share of its multiply-adds (Point.value: the share)
-    rank: dict[str, tuple[Point, ...]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -118,7 +109,6 @@ class Sensitivity:
             bits=points(data["bits"]),
             bases=tuple(dict(b) for b in data.get("bases", ())),
             others=tuple(cls.from_dict(o) for o in data.get("others", ())),
-            rank=points(data.get("rank", {})),
         )
 
     def dominated(self) -> list[dict[str, Any]]:
@@ -137,17 +127,6 @@ class Sensitivity:
                             "value": p.value,
                             "why": f"{p.ratio / self.base_ratio:.2f}x the base plan's latency "
                             "and no more faithful to the teacher",
-                        }
-                    )
-        for name, points in self.rank.items():
-            for p in points:
-                if p.ratio >= self.base_ratio:
-                    found.append(
-                        {
-                            "knob": name,
-                            "value": p.value,
-                            "why": f"factorized, {p.ratio / self.base_ratio:.2f}x the base "
-                            "plan's latency: the dense layer runs faster here",
                         }
                     )
         for name, points in self.prune.items():
@@ -178,9 +157,6 @@ class Sensitivity:
                 )
         return found
 
-    def sections(self) -> tuple[tuple[str, dict[str, tuple[Point, ...]]], ...]:
-        return (("prune", self.prune), ("bits", self.bits), ("rank", self.rank))
-
     def rows(self, reference_ms: float) -> list[dict[str, Any]]:
         """One row per profiled point: knob, value, damage and the latency it saves (ms, > 0
         faster than the base)."""
@@ -188,10 +164,10 @@ class Sensitivity:
             {
                 "knob": name,
                 "value": p.value,
-                "damage": p.damage - (0.0 if section == "prune" else self.base_damage),
+                "damage": p.damage - (self.base_damage if section == "bits" else 0.0),
                 "saved_ms": (self.base_ratio - p.ratio) * reference_ms,
             }
-            for section, profile in self.sections()
+            for section, profile in (("prune", self.prune), ("bits", self.bits))
             for name, points in profile.items()
             for p in points
         ]
@@ -239,25 +215,12 @@ def _cache_path(experiment: Experiment, space: Space, probe: LatencyProbe) -> Pa
         "latency": [costing.target, costing.latency] if costing else "live",
         "device": describe_device()["cpu_model"],
         "levels": LEVELS,
-        "rank_levels": RANK_LEVELS,
         "samples": SAMPLES,
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
     base = Path(os.environ.get("EDGECOMPRESS_CACHE", Path.home() / ".cache" / "edgecompress"))
     base.mkdir(parents=True, exist_ok=True)
     return base / f"sensitivity-{experiment.name}-{digest[:16]}.json"
-
-
-def rank_levels(knob: Knob) -> list[float]:
-    """The profiled shares of a rank knob: ``RANK_LEVELS`` above its least, on its grid, and
-    its least."""
-    least = float(knob.low if knob.low is not None else 0.0)
-    step = float(knob.step or 0.0)
-    on = [
-        round(least + round((level - least) / step) * step, 6) if step > 0 else level
-        for level in RANK_LEVELS
-    ]
-    return sorted({v for v in on if least + 1e-9 < v < 1.0}, reverse=True) + [least]
 
 
 def prune_levels(knob: Knob) -> list[float]:
@@ -347,12 +310,12 @@ class _Profiler:
         return replay(self.space, {**self.base, **changes})
 
     def run(self) -> Sensitivity:
-        main = self._on(self.base, pruning_only=False)
-        others = tuple(self._on(params, pruning_only=True) for params in self.other_bases)
+        main = self._on(self.base, bits=True)
+        others = tuple(self._on(params, bits=False) for params in self.other_bases)
         return replace(main, bases=self.bases, others=others)
 
-    def _on(self, base: dict[str, Any], *, pruning_only: bool) -> Sensitivity:
-        """The profile with ``base`` as its base (its pruning alone, or every section)."""
+    def _on(self, base: dict[str, Any], *, bits: bool) -> Sensitivity:
+        """The profile with ``base`` as its base; ``bits`` False: pruning only."""
         self.base = base
         base_damage, base_ratio = self.deployed({})
         prune = {
@@ -367,20 +330,9 @@ class _Profiler:
                 if knob.param(c) != self.base.get(name)
             )
             for name, knob in self.knobs.items()
-            if not pruning_only and knob.section == "bits" and knob.kind == "ordinal"
+            if bits and knob.section == "bits" and knob.kind == "ordinal"
         }
-        ranks = {
-            name: tuple(
-                Point(share, *self.deployed({name: knob.param(share)}))
-                for share in rank_levels(knob)
-            )
-            for name, knob in self.knobs.items()
-            if not pruning_only
-            and knob.section == "rank"
-            and knob.kind == "float"
-            and knob.fastest is not None
-        }
-        return Sensitivity(dict(base), base_damage, base_ratio, prune, widths, rank=ranks)
+        return Sensitivity(dict(base), base_damage, base_ratio, prune, widths)
 
     def pruned(self, name: str, level: float) -> Point:
         """The group pruned alone: damage in PyTorch (batch norms re-estimated), latency of the

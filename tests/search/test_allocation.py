@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 from edgecompress.plan import Plan
@@ -227,59 +225,3 @@ def test_the_knob_that_breaks_the_most_compressed_plan_is_named() -> None:
         return 1.0
 
     assert breaking_knob(space, breaks_together, params).startswith("No knob breaks the model")
-
-
-def _ranked() -> tuple[KnobSpace, Sensitivity]:
-    """The three groups, and two factorizable layers: "x" factorized runs faster the fewer
-    multiply-adds it keeps and loses little; "y" factorized runs slower than dense (two small
-    operations for one) whatever its share, and measures a hair more faithful (noise)."""
-    rank = [
-        Knob(name=n, kind="float", low=0.1, high=1.0, step=0.05, identity=1.0, fastest=0.1)
-        for n in ("rank.x", "rank.y")
-    ]
-    space = KnobSpace((*_space().knobs(), *rank))
-    profile = _profile()
-    shares = (0.75, 0.5, 0.25, 0.1)
-    base, damage = profile.base_ratio, profile.base_damage
-    rank_points = {
-        "rank.x": tuple(Point(s, damage + 0.01 * (1 - s), base - 0.05 * (1 - s)) for s in shares),
-        "rank.y": tuple(Point(s, damage - 0.001, base * 1.1) for s in shares),
-    }
-    return space, replace(profile, rank=rank_points)
-
-
-def _ranked_latency(plan: Plan) -> float:
-    return latency(plan) - 0.05 * (1 - float(plan["rank.x"])) + 0.05 * (float(plan["rank.y"]) < 1)
-
-
-def test_a_factorization_that_pays_is_allocated_and_one_that_slows_is_not() -> None:
-    space, profile = _ranked()
-    knobs = {k.name: k for k in space.knobs()}
-    opts = {o.name: o for o in options(profile, knobs)}
-    assert opts["rank.x"].values == (1.0, 0.75, 0.5, 0.25, 0.1)  # the profiled shares only
-    assert opts["rank.y"].values == (1.0,)  # slower than dense: never an option
-    dominated = {(d["knob"], d["value"]) for d in profile.dominated()}
-    assert {("rank.y", s) for s in (0.75, 0.5, 0.25, 0.1)} <= dominated
-    assert not any(k == "rank.x" for k, _ in dominated)
-    for target_ms in (0.35, 0.25):
-        found = allocate(
-            profile, space, _ranked_latency, target_ms=target_ms, reference_ms=REFERENCE_MS
-        )
-        assert found is not None and found.latency_ms <= target_ms
-        assert found.params["rank.y"] == 1.0
-        # the damage predicted: the base's own, and each knob's option as profiled
-        chosen = sum(float(o.damage[o.values.index(found.params[n])]) for n, o in opts.items())
-        assert found.damage == pytest.approx(profile.base_damage + chosen)
-    lowest = floor(profile, space, _ranked_latency)
-    assert lowest.params["rank.x"] == 0.1 and lowest.params["rank.y"] == 1.0
-    assert lowest.latency_ms > 0
-    assert Sensitivity.from_dict(profile.to_dict()) == profile
-
-
-def test_rank_levels_stay_on_the_knobs_grid() -> None:
-    from edgecompress.search.sensitivity import rank_levels
-
-    knob = Knob(name="rank.z", kind="float", low=0.12, high=1.0, step=0.04, identity=1.0)
-    levels = rank_levels(knob)
-    assert levels[-1] == 0.12 and levels == sorted(levels, reverse=True)
-    assert all(abs((v - 0.12) / 0.04 - round((v - 0.12) / 0.04)) < 1e-6 for v in levels)

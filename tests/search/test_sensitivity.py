@@ -188,40 +188,6 @@ def test_a_precision_faster_where_pruned_most_is_a_base_too(tiny) -> None:  # ty
     assert least is not None and least.damage == min(a.damage for a in both if a is not None)
 
 
-@dataclass
-class RankProbe(LatencyProbe):
-    """Latency falls with the channels pruned and with the multiply-adds a factorization
-    drops."""
-
-    def _latency_ms(self, plan: Plan) -> float:
-        pruned = sum(plan.numbers("prune").values())
-        dropped = sum(1.0 - v for v in plan.numbers("rank").values())
-        return self.reference_ms * (1.0 - 0.2 * pruned - 0.1 * dropped)
-
-
-def test_each_factorizable_layer_is_profiled_at_its_shares(tiny) -> None:  # type: ignore[no-untyped-def]
-    from dataclasses import replace
-
-    from edgecompress.search.sensitivity import rank_levels
-
-    experiment = replace(tiny, model=dead_half, space=AutoSpace(techniques=("prune", "rank")))
-    reference = checked_reference(experiment)
-    space = space_of(experiment, reference)
-    knobs = {k.name: k for k in space.knobs() if k.section == "rank"}
-    assert knobs, "the tiny model has no factorizable layer"
-    profile = sensitivity(experiment, space, RankProbe(experiment, reference, 1.0), cache=False)
-    assert set(profile.rank) == set(knobs)
-    for name, points in profile.rank.items():
-        assert [p.value for p in points] == rank_levels(knobs[name]) == [0.75, 0.5, 0.25, 0.1]
-        # measured as deployed: faster and further from the teacher the fewer it keeps
-        assert [p.ratio for p in points] == pytest.approx(
-            [profile.base_ratio - 0.1 * (1 - p.value) for p in points]
-        )
-        assert points[-1].damage > points[0].damage >= 0.0
-    rows = {(r["knob"], r["value"]) for r in profile.rows(reference_ms=1.0)}
-    assert {(n, 0.5) for n in knobs} <= rows
-
-
 def _dominating_profile() -> Sensitivity:
     """int8 base at half the reference's latency; fp16 slower and less faithful than it, fp32
     slower but more faithful, int4 faster; pruning a quarter saves nothing, half does; the
