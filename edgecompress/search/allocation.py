@@ -11,21 +11,18 @@ Lagrangian relaxation of the knapsack "least total damage within the budget", ex
 model is); ``lam`` is found by bisection so that the predicted saving meets a target. The plan
 is then built untrained and measured, and the saving asked for is corrected along the secant
 of measured log latency against predicted log saving until the plan fits the budget: what is
-returned was measured within it. Where the profile has other bases (a precision that is
-faster at some levels), the strategy allocates on each and keeps the least predicted damage
-(``least_damage``): the base's own damage (int8's, measured as deployed) counts, and the
-damage is the profile's, whatever ``gamma`` bent for the choice. ``uniform_at`` does the
-same for one global ratio (what a user does by hand), by bisection on the ratio. ``floor`` is
-the fastest plan the profiled knobs reach. ``compressed_at`` serves budgets beyond that floor:
-every knob with a fastest value (students and ranks too, which the profile does not cover) the
-same share of the way there, weighted by section, by bisection on the share.
+returned was measured within it. ``uniform_at`` does the same for one global ratio (what
+a user does by hand), by bisection on the ratio. ``floor`` is the fastest plan the profiled
+knobs reach. ``compressed_at`` serves budgets beyond that floor: every knob with a fastest
+value (students and ranks too, which the profile does not cover) the same share of the way
+there, weighted by section, by bisection on the share.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +45,7 @@ class Allocation:
 
     params: dict[str, Any]
     latency_ms: float  # measured untrained (or predicted from the table)
-    damage: float  # the profile's predicted damage: its base's and each knob's, summed
+    damage: float  # the profile's predicted damage: sum over knobs
     target_ms: float
 
 
@@ -155,7 +152,6 @@ def allocate(
     distillation)."""
     knobs = {k.name: k for k in space.knobs()}
     opts = options(profile, knobs, gamma=gamma, precision=precision)
-    raw = opts if gamma == 1.0 else options(profile, knobs, precision=precision)
     base_ms = profile.base_ratio * reference_ms
     best = None
     over, under = -math.inf, math.inf  # predicted savings measured too slow / within target
@@ -163,10 +159,7 @@ def allocate(
     last = (0.0, math.log(base_ms))  # the secant's previous point: no saving, the base plan
     saving = math.log(base_ms / target_ms)
     for _ in range(TRIES):
-        chosen, delta, _ = choose(opts, multiplier(opts, -saving))
-        damage = profile.base_damage + sum(
-            float(o.damage[o.values.index(chosen[o.name])]) for o in raw
-        )
+        chosen, delta, damage = choose(opts, multiplier(opts, -saving))
         params = {**profile.base_params, **(fixed or {}), **chosen}
         measured = latency(replay(space, params))
         if measured <= target_ms:
@@ -204,16 +197,6 @@ def _next_saving(
     return guess
 
 
-def least_damage(found: Iterable[Allocation | None]) -> Allocation | None:
-    """Of the allocations found (one per base of a profile, see ``Sensitivity.profiles``), the
-    one whose predicted damage is least; None if none was found."""
-    return min(
-        (a for a in found if a is not None),
-        key=lambda a: a.damage if not math.isnan(a.damage) else math.inf,  # inf - inf: unknown
-        default=None,
-    )
-
-
 def floor(
     profile: Sensitivity,
     space: Space,
@@ -231,7 +214,7 @@ def floor(
     params = {**profile.base_params, **(fixed or {}), **chosen}
     plan = replay(space, params)
     measured = statistics.median(latency(plan) for _ in range(max(1, repeats)))
-    return Allocation(params, measured, profile.base_damage + damage, measured)
+    return Allocation(params, measured, damage, measured)
 
 
 def compressed_at(
@@ -316,7 +299,7 @@ def uniform_at(
     found = _least(grid, at, target_ms)
     if found is None:
         return None
-    damage = profile.base_damage + sum(
+    damage = sum(
         float(
             np.interp(
                 found[0][k.name],

@@ -9,11 +9,7 @@ Computed once per model, space, target and latency source, and cached (``$EDGECO
   odd widths, 30% of every group's channels pruned measured 0.44x the teacher's speed with
   widths as they fell and 1.9x with widths rounded to 16, and int8 was slower than fp32 at
   every ratio; on the 1-D examples int8 pays and the alignment moves latency by a few percent.
-  Every allocation is built on this base, or on one of the **other bases**: a precision whose
-  uniform plans measured faster than the chosen base's at some level (``OTHER_MARGIN``), with
-  its fastest alignment, profiled again (pruning only, its precisions kept). On a small
-  regressor int8 was faster unpruned and at half, but fp32 pruned to the most reached 7.3x
-  where int8 stopped at 3.6x: one base for every budget capped the allocations near 4x;
+  Every allocation is built on this base;
 - **prune**: each channel group alone at a ladder of ratios (``LEVELS``, up to the knob's most),
   on top of the base. Its *damage* is the task's divergence of the pruned model's outputs from
   the teacher's (``SupervisedTask.divergence``: the KL divergence of the softmax in
@@ -36,7 +32,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +55,7 @@ LEVELS = (0.25, 0.5, 0.75, 0.9)
 BASE_LEVELS = (0.5, 1.0)  # uniform pruning levels (shares of each knob's most) a base is timed at
 ALIGNMENT_TIE = 0.03  # alignments within this (mean log latency) of the fastest: the finest
 SAMPLES = 512
-OTHER_MARGIN = 0.97  # another precision is a base too where its uniform plan is this much faster
-VERSION = 3  # v2: the base's alignment and precision chosen at pruned levels too; v3: other bases
+VERSION = 2  # v2: the base's alignment and precision chosen at pruned levels too
 
 Progress = Callable[[str], None]
 
@@ -86,15 +81,9 @@ class Sensitivity:
     bits: dict[str, tuple[Point, ...]]
     # the bases measured: precision, alignment, latency ratio at each of BASE_LEVELS' levels
     bases: tuple[dict[str, Any], ...] = ()
-    # the other bases (see the module docstring): each profiled alone, pruning only
-    others: tuple[Sensitivity, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    def profiles(self) -> tuple[Sensitivity, ...]:
-        """This profile and those of its other bases: every allocation is tried on each."""
-        return (self, *self.others)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Sensitivity:
@@ -108,7 +97,6 @@ class Sensitivity:
             prune=points(data["prune"]),
             bits=points(data["bits"]),
             bases=tuple(dict(b) for b in data.get("bases", ())),
-            others=tuple(cls.from_dict(o) for o in data.get("others", ())),
         )
 
     def dominated(self) -> list[dict[str, Any]]:
@@ -235,19 +223,16 @@ class _Profiler:
     ) -> None:
         self.experiment, self.space, self.probe, self.progress = experiment, space, probe, progress
         self.knobs = {k.name: k for k in space.knobs()}
-        self.damages: dict[tuple[Any, ...], float] = {}
-        self.base, self.bases, self.other_bases = self._base()
+        self.base, self.bases = self._base()
         x, _ = experiment.task.arrays("train")
         self.x = take(x, 0, SAMPLES)
         self.teacher = experiment.model().eval()
         with torch.no_grad():
             self.teacher_outputs = call(self.teacher, to_torch(self.x))
 
-    def _base(
-        self,
-    ) -> tuple[dict[str, Any], tuple[dict[str, Any], ...], list[dict[str, Any]]]:
+    def _base(self) -> tuple[dict[str, Any], tuple[dict[str, Any], ...]]:
         """The precision and channel alignment whose uniform plans are fastest here (see the
-        module docstring), what each candidate measured, and the params of the other bases."""
+        module docstring), and what each candidate measured."""
         precisions = {"teacher": baseline_params(self.space, "teacher")}
         if any(k.section == "bits" and k.kind != "fixed" for k in self.knobs.values()):
             precisions["int8"] = baseline_params(self.space, "int8")
@@ -288,67 +273,44 @@ class _Profiler:
         fastest = min(measured, key=lambda m: m["score"])
         same = [m for m in close if m["precision"] == fastest["precision"]]
         chosen = min(same, key=lambda m: (m["round_to"] or 0, m["score"]))
-        others = []  # another precision's fastest alignment, where it beats the chosen somewhere
-        for precision in precisions:
-            mine = [m for m in measured if m["precision"] == precision]
-            if precision == chosen["precision"] or not mine:
-                continue
-            best_here = min(mine, key=lambda m: m["score"])
-            if any(
-                r < OTHER_MARGIN * c
-                for r, c in zip(best_here["ratios"], chosen["ratios"], strict=True)
-            ):
-                others.append(best_here)
         bases = tuple(
-            {k: v for k, v in m.items() if k != "params"}
-            | {"chosen": m is chosen, "other": any(m is o for o in others)}
+            {k: v for k, v in m.items() if k != "params"} | {"chosen": m is chosen}
             for m in measured
         )
-        return dict(chosen["params"]), bases, [dict(o["params"]) for o in others]
+        return dict(chosen["params"]), bases
 
     def plan(self, changes: dict[str, Any]) -> Plan:
         return replay(self.space, {**self.base, **changes})
 
     def run(self) -> Sensitivity:
-        main = self._on(self.base, bits=True)
-        others = tuple(self._on(params, bits=False) for params in self.other_bases)
-        return replace(main, bases=self.bases, others=others)
-
-    def _on(self, base: dict[str, Any], *, bits: bool) -> Sensitivity:
-        """The profile with ``base`` as its base; ``bits`` False: pruning only."""
-        self.base = base
         base_damage, base_ratio = self.deployed({})
         prune = {
             name: tuple(self.pruned(name, level) for level in prune_levels(knob))
             for name, knob in self.knobs.items()
             if knob.section == "prune" and knob.kind == "float" and knob.fastest is not None
         }
-        widths = {
+        bits = {
             name: tuple(
                 Point(float(c), *self.deployed({name: knob.param(c)}))
                 for c in knob.choices
                 if knob.param(c) != self.base.get(name)
             )
             for name, knob in self.knobs.items()
-            if bits and knob.section == "bits" and knob.kind == "ordinal"
+            if knob.section == "bits" and knob.kind == "ordinal"
         }
-        return Sensitivity(dict(base), base_damage, base_ratio, prune, widths)
+        return Sensitivity(self.base, base_damage, base_ratio, prune, bits, self.bases)
 
     def pruned(self, name: str, level: float) -> Point:
         """The group pruned alone: damage in PyTorch (batch norms re-estimated), latency of the
         base plan with it."""
         self.progress(f"{name} at {level:g}")
         plan = self.plan({name: level})
-        # the damage is PyTorch's: another base with the same alignment and criterion (another
-        # precision) prunes the same channels
-        key = (name, level, plan.get("method.round_to"), plan.get("method.prune_criterion"))
-        if key not in self.damages:
-            pruner = ChannelPruner(self.experiment.example_input, seed=self.experiment.seed)
-            model = pruner.apply(self.teacher, plan)
-            _reestimate_batchnorm(model, self.x)
-            with torch.no_grad():
-                self.damages[key] = self._damage(call(model, to_torch(self.x)).numpy())
-        return Point(level, self.damages[key], self.probe(plan) / self.probe.reference_ms)
+        pruner = ChannelPruner(self.experiment.example_input, seed=self.experiment.seed)
+        model = pruner.apply(self.teacher, plan)
+        _reestimate_batchnorm(model, self.x)
+        with torch.no_grad():
+            damage = self._damage(call(model, to_torch(self.x)).numpy())
+        return Point(level, damage, self.probe(plan) / self.probe.reference_ms)
 
     def _damage(self, outputs: np.ndarray) -> float:
         """The task's divergence of ``outputs`` from the teacher's (non-finite: infinite)."""

@@ -33,7 +33,6 @@ from edgecompress.search.allocation import (
     allocate,
     compressed_at,
     floor,
-    least_damage,
     uniform_at,
 )
 from edgecompress.search.probe import LatencyProbe
@@ -330,11 +329,7 @@ class Allocate(Strategy):
         if stored is not None:
             return dict(stored)
         target = context.budget_ms * self.SAFETY
-        floors = [
-            floor(on, context.space, context.latency) for on in self.profile(context).profiles()
-        ]
-        fastest = min(range(len(floors)), key=lambda i: floors[i].latency_ms)
-        lowest = floors[fastest]
+        lowest = floor(self.profile(context), context.space, context.latency)
         reach = lowest.latency_ms <= target  # one measurement near the floor: no slack here
         if reach:
             least = min(1.0, lowest.latency_ms * self.FLOOR_SLACK / target)
@@ -346,15 +341,7 @@ class Allocate(Strategy):
         rungs = round(math.log(least) / math.log(self.RUNG)) if least < 1 else 0
         rungs = max(min(rungs, self.MOST_RUNGS), 1 if least < 0.85 else 0)
         aims = [round(least ** (i / rungs), 4) for i in range(1, rungs + 1)]
-        ladder = {
-            "reach": reach,
-            "floor_ms": lowest.latency_ms,
-            "least": least,
-            "aims": aims,
-            # the base whose floor is lowest (its params: a profile measured again may order
-            # its bases otherwise): the level proposals start there
-            "base": self.profile(context).profiles()[fastest].base_params,
-        }
+        ladder = {"reach": reach, "floor_ms": lowest.latency_ms, "least": least, "aims": aims}
         study.set_user_attr(LADDER_ATTR, ladder)
         return ladder
 
@@ -396,28 +383,24 @@ class Allocate(Strategy):
                 context.space,
                 context.latency,
                 target_ms=target,
-                base=_base_of(profile, ladder).base_params,
+                base=profile.base_params,
                 weights=weights,
                 fixed=fixed,
             )
-        elif settings.get("uniform"):  # on each base, the least damage
-            found = least_damage(
-                uniform_at(on, context.space, context.latency, target_ms=target, fixed=fixed)
-                for on in profile.profiles()
+        elif settings.get("uniform"):
+            found = uniform_at(
+                profile, context.space, context.latency, target_ms=target, fixed=fixed
             )
         else:
-            found = least_damage(
-                allocate(
-                    on,
-                    context.space,
-                    context.latency,
-                    target_ms=target,
-                    reference_ms=context.reference_ms,
-                    fixed=fixed,
-                    gamma=float(settings.get("gamma", 1.0)),
-                    precision=bool(settings.get("precision", True)),
-                )
-                for on in profile.profiles()
+            found = allocate(
+                profile,
+                context.space,
+                context.latency,
+                target_ms=target,
+                reference_ms=context.reference_ms,
+                fixed=fixed,
+                gamma=float(settings.get("gamma", 1.0)),
+                precision=bool(settings.get("precision", True)),
             )
         if found is None:
             return None
@@ -452,13 +435,6 @@ class Allocate(Strategy):
                 return found
             inner.tell(trial, state=TrialState.FAIL)
         return None
-
-
-def _base_of(profile: Sensitivity, ladder: dict[str, Any]) -> Sensitivity:
-    """The base the ladder's floor was measured on; the profile's own where the study's is not
-    among the profile's bases (a study of before, or a profile measured again otherwise)."""
-    wanted = ladder.get("base")
-    return next((on for on in profile.profiles() if on.base_params == wanted), profile)
 
 
 def _uniform(trial: optuna.trial.FrozenTrial) -> bool:
@@ -548,8 +524,8 @@ def _inner_study(
             continue  # one global ratio, or a trial's plan with its students compressed
         if bool(record["settings"].get("level")) != level:
             continue
-        # the alignment and criterion the plan ran with (an allocation on another base than
-        # the profile's takes that base's), then what the refinement asked for
+        # the alignment and criterion the plan ran with (where the sampler or a replayed trial
+        # set them otherwise than the profile's base), then what the refinement asked for
         ran = {k: t.params[k] for k in _knob_names(space) if k in t.params}
         full = {**_defaults(space, base), **ran, **record["settings"]}
         params = {k: full[k] for k in distributions if k in full}

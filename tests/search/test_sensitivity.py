@@ -131,63 +131,6 @@ def test_an_alignment_that_changes_nothing_leaves_the_finest(tiny) -> None:  # t
     assert {b["precision"] for b in profile.bases if b["chosen"]} == {"int8"}
 
 
-@dataclass
-class CrossingProbe(LatencyProbe):
-    """A runtime like the one a small regressor met here: int8 is faster unpruned and at half,
-    but carries a fixed cost (quantize, dequantize) that fp32 pruned to the most undercuts."""
-
-    def _latency_ms(self, plan: Plan) -> float:
-        ratios = list(plan.numbers("prune").values())
-        kept = 1.0 - sum(ratios) / len(ratios)
-        widths = [v for k, v in plan.items() if k.startswith("bits.")]
-        int8 = sum(1 for v in widths if v == 8)
-        work = (0.5 * int8 + (len(widths) - int8)) / len(widths)  # int8 layers run twice as fast
-        return self.reference_ms * ((0.1 if int8 else 0.02) + kept * work)
-
-
-def test_a_precision_faster_where_pruned_most_is_a_base_too(tiny) -> None:  # type: ignore[no-untyped-def]
-    from edgecompress.search.allocation import allocate, floor, least_damage
-
-    experiment, space, reference = _setup(tiny)
-    probe = CrossingProbe(experiment, reference, 1.0)
-    profile = sensitivity(experiment, space, probe, cache=False)
-    knobs = {k.name: k for k in space.knobs()}
-    width = {k: knobs[k].choices for k in profile.bits}
-    assert {width[k][profile.base_params[k]] for k in profile.bits} == {8}  # int8 chosen
-    assert len(profile.others) == 1 and len(profile.profiles()) == 2
-    other = profile.others[0]
-    assert {width[k][other.base_params[k]] for k in profile.bits} == {32}  # the fp32 base
-    assert other.bits == {} and other.others == ()  # pruning only, its precision kept
-    assert other.base_ratio == pytest.approx(1.02) and other.base_damage < profile.base_damage
-    assert [(b["precision"], b["other"]) for b in profile.bases if b["other"]] == [
-        ("teacher", True)
-    ]
-    # its pruning points are timed on fp32 (the damage is PyTorch's, the same on either base)
-    for name, points in other.prune.items():
-        for mine, theirs in zip(points, profile.prune[name], strict=True):
-            assert mine.value == theirs.value and mine.damage == pytest.approx(theirs.damage)
-            assert mine.ratio == pytest.approx(0.02 + 1.0 - mine.value / 2)
-    assert Sensitivity.from_dict(profile.to_dict()) == profile  # the cache keeps it
-
-    # below the int8 base's floor only the fp32 base reaches; where both reach, the least damage
-    floors = [floor(on, space, probe).latency_ms for on in profile.profiles()]
-    assert floors[1] < 0.6 * floors[0]
-    target = (floors[0] + floors[1]) / 2
-    found = [
-        allocate(on, space, probe, target_ms=target, reference_ms=1.0)
-        for on in (
-            profile,
-            other,
-        )
-    ]
-    assert found[0] is None and found[1] is not None
-    assert least_damage(found) is found[1] and found[1].latency_ms <= target
-    both = [allocate(on, space, probe, target_ms=0.5, reference_ms=1.0) for on in (profile, other)]
-    assert all(a is not None for a in both)
-    least = least_damage(both)
-    assert least is not None and least.damage == min(a.damage for a in both if a is not None)
-
-
 def _dominating_profile() -> Sensitivity:
     """int8 base at half the reference's latency; fp16 slower and less faithful than it, fp32
     slower but more faithful, int4 faster; pruning a quarter saves nothing, half does; the

@@ -544,9 +544,8 @@ def test_without_max_drop_there_is_no_walk() -> None:
 
 
 def test_the_refinement_model_reads_the_alignment_a_plan_ran_with() -> None:
-    """An allocation built on another base than the profile's (fp32 aligned to 16 where the
-    profile's is int8 unaligned) is told to the refinement's TPE with the alignment it ran
-    with, not the profile's."""
+    """A plan that ran with another alignment than the profile's base (unaligned, then aligned
+    to 16) is told to the refinement's TPE with the alignment it ran with."""
     from edgecompress.search.strategies import _inner_study
     from edgecompress.spaces import Knob
 
@@ -565,15 +564,3 @@ def test_the_refinement_model_reads_the_alignment_a_plan_ran_with() -> None:
     ran = [t.params[align.name] for t in study.trials]
     inner = _inner_study(study, space, {"prune.a": 0.0, align.name: 0}, 1, 0)
     assert [t.params[align.name] for t in inner.trials] == ran
-
-
-def test_level_proposals_start_from_the_base_the_floor_was_measured_on() -> None:
-    from edgecompress.search.sensitivity import Sensitivity
-    from edgecompress.search.strategies import _base_of
-
-    fp32 = Sensitivity({"bits.a": 1}, 0.0, 1.0, {}, {})
-    int8 = Sensitivity({"bits.a": 0}, 0.01, 0.5, {}, {}, others=(fp32,))
-    assert _base_of(int8, {"base": {"bits.a": 1}}) is fp32
-    assert _base_of(int8, {"base": {"bits.a": 0}}) is int8
-    assert _base_of(int8, {}) is int8  # a study of before the ladder recorded it
-    assert _base_of(int8, {"base": {"bits.a": 2}}) is int8  # a base the profile no longer has
