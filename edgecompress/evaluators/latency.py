@@ -5,10 +5,15 @@ comparable with one taken later. A measurement is: warm-up, then rounds that tim
 calls of the candidate and a block of the fixed reference (alternating which goes first); the
 median of the per-round ratios is the result; drift common to both cancels. The latency in ms is
 that ratio times the reference latency taken once at the study's start. Thread count is fixed.
+
+``$EDGECOMPRESS_MEASURE_EFFORT`` (in (0, 1], default 1) scales the rounds and the warm-up of
+every measurement here: fewer rounds, a noisier median, a faster search. The test suite runs
+at 0.34 (its assertions are on behaviour, never on a time); a study to trust runs at 1.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -18,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgecompress.compress import Candidate
+from edgecompress.errors import EdgeCompressError
 from edgecompress.inputs import repeat_first
 from edgecompress.targets import Target
 from edgecompress.targets.runner import Timed, interleaved, stats
@@ -62,6 +68,35 @@ def feed_of(sess: Any, feed: Feed) -> dict[str, np.ndarray]:
     return {name: feed[name] for name in wanted}
 
 
+EFFORT_ENV = "EDGECOMPRESS_MEASURE_EFFORT"
+LEAST_ROUNDS = 7  # whatever the effort: a median of fewer is one unlucky round away from wrong
+
+
+def effort() -> float:
+    """The share of their rounds and warm-up the measurements take (``EFFORT_ENV``)."""
+    raw = os.environ.get(EFFORT_ENV, "").strip()
+    if not raw:
+        return 1.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not 0.0 < value <= 1.0:  # nan fails too
+        raise EdgeCompressError(
+            f"{EFFORT_ENV}={raw!r}: the share of the rounds a latency measurement takes must "
+            "be a number in (0, 1]; unset it (or 1) for the full measurement"
+        )
+    return value
+
+
+def scaled(rounds: int, warmup_s: float) -> tuple[int, float]:
+    """``rounds`` and ``warmup_s`` at the measurement effort asked (``effort``)."""
+    share = effort()
+    if share == 1.0:
+        return rounds, warmup_s
+    return max(LEAST_ROUNDS, round(rounds * share)), warmup_s * share
+
+
 def measure_ratio(
     candidate: Path | bytes,
     reference: Path | bytes,
@@ -74,6 +109,7 @@ def measure_ratio(
 ) -> Measurement:
     """The rounds of ``targets.runner`` (the code every latency table is measured with), on
     two whole models as the target runs them (all graph optimizations)."""
+    rounds, warmup_s = scaled(rounds, warmup_s)
     cand, ref = _timed(candidate, feed, threads), _timed(reference, feed, threads)
     ratios = interleaved(
         [cand], ref, rounds=rounds, warmup_s=warmup_s, block_ms=block_ms, min_runs=10
@@ -91,6 +127,7 @@ def measure_absolute_ms(
     warmup_s: float = 0.5,
 ) -> float:
     """Median per-call time over ``rounds`` blocks (only for the study's reference latency)."""
+    rounds, warmup_s = scaled(rounds, warmup_s)
     timed = _timed(model, feed, threads)
     timed.warm_up(warmup_s, 25.0, min_runs=10)
     return float(np.median([timed.block_ms() for _ in range(rounds)]))
