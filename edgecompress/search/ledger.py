@@ -89,7 +89,13 @@ class Ledger:
 
     def enough(self, total: int, mine: int = 0) -> bool:
         """Whether the study has ``total`` trials complete or on their way (``mine``: this
-        driver's own running trials)."""
+        driver's own running trials). Where only trials running elsewhere make up the total,
+        their drivers are checked now, not at the next ``INTERVAL_S``: a driver killed a moment
+        ago would otherwise be counted on to finish, and the study left one trial short."""
+        done = self.completed() + mine
+        if done >= total or done + self.running_elsewhere() < total:
+            return done >= total
+        self._next_recovery = 0.0  # a gone driver's trials are failed and queued again here
         return self.completed() + mine + self.running_elsewhere() >= total
 
     def seed_of(self, trial: optuna.Trial) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from optuna.trial import TrialState
 
 from edgecompress import EdgeCompressError
 from edgecompress.search import engine
@@ -90,6 +91,28 @@ def test_a_driver_counts_the_trials_another_driver_runs_toward_the_total() -> No
     mine.set_user_attr("driver", driver_id())
     assert ledger.running_elsewhere() == 1  # its own running trial is not another's
     assert ledger.enough(3, mine=1)
+
+
+def test_a_driver_killed_since_the_last_check_is_not_counted_on_to_finish() -> None:
+    """The survivor of two drivers, one killed a moment ago (after the survivor's last check
+    of who is alive), would have counted the dead one's trial toward the total and stopped
+    one short (seen with two drivers on PostgreSQL): where only trials running elsewhere make
+    up the total, their drivers are checked at once."""
+    from edgecompress.search.ledger import Ledger
+    from edgecompress.spaces import KnobSpace
+
+    study = optuna.create_study()
+    study.tell(study.ask(), 1.0)
+    owner = "another-host:123:456"
+    theirs = study.ask()
+    theirs.set_user_attr("driver", owner)
+    study.set_user_attr(f"heartbeat:{owner}", time.time())  # alive at the last check
+    ledger = Ledger(study, KnobSpace(()), ("accuracy", "latency_ms"))
+    assert ledger.enough(2)  # counted on while it beats
+    study.set_user_attr(f"heartbeat:{owner}", 0.0)  # gone since (a driver marks itself so)
+    assert not ledger.enough(2)  # checked now, not in INTERVAL_S: its trial is run again
+    assert study.trials[theirs.number].state == TrialState.FAIL
+    assert [t.state for t in study.trials].count(TrialState.WAITING) == 1
 
 
 def test_a_driver_on_another_machine_is_alive_while_it_beats_and_then_recovered() -> None:
