@@ -269,6 +269,8 @@ def _manifest(result: Result, record: dict[str, Any]) -> dict[str, Any]:
         "speedup_budget": meta.get("speedup"),
         "feasible": record["feasible"],
         "reference_latency_ms": meta["reference_latency_ms"],
+        # below 1: the study measured with fewer rounds (EDGECOMPRESS_MEASURE_EFFORT), noisier
+        "measure_effort": meta.get("measure_effort", 1.0),
         "target": {
             **meta["target"],
             "searched_on": meta["device"],

@@ -20,7 +20,7 @@ from edgecompress.compress.pipeline import calibration_source
 from edgecompress.compress.quantize import calibration_batches
 from edgecompress.errors import EdgeCompressError
 from edgecompress.evaluators import measure_absolute_ms, session
-from edgecompress.evaluators.latency import feed_of
+from edgecompress.evaluators.latency import effort, feed_of
 from edgecompress.experiment import Experiment
 from edgecompress.gate import CpuGate
 from edgecompress.inputs import resized
@@ -334,6 +334,8 @@ def new_study_meta(
         if costing is not None and table_only
         else describe_device(),
         "artifacts": where,
+        # the share of its rounds each latency measurement took (EDGECOMPRESS_MEASURE_EFFORT)
+        "measure_effort": effort(),
     }
 
 
