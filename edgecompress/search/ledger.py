@@ -75,13 +75,13 @@ class Ledger:
     def completed(self) -> int:
         return len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
-    def running_elsewhere(self) -> int:
+    def running_elsewhere(self, *, check_now: bool = False) -> int:
         """Trials of the study another live driver is running. They count toward the total:
         two drivers asked for 10 trials each completed one each past it. Every ``INTERVAL_S``
-        the trials of drivers that are gone (no process here, no heartbeat from elsewhere) are
-        failed and queued again, for this driver or another to run."""
+        (or now, ``check_now``) the trials of drivers that are gone (no process here, no
+        heartbeat from elsewhere) are failed and queued again, for this driver or another."""
         me = driver_id()
-        if time.monotonic() >= self._next_recovery:
+        if check_now or time.monotonic() >= self._next_recovery:
             self._next_recovery = time.monotonic() + INTERVAL_S
             recover_interrupted(self.study, keep=me)
         running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
@@ -95,8 +95,8 @@ class Ledger:
         done = self.completed() + mine
         if done >= total or done + self.running_elsewhere() < total:
             return done >= total
-        self._next_recovery = 0.0  # a gone driver's trials are failed and queued again here
-        return self.completed() + mine + self.running_elsewhere() >= total
+        elsewhere = self.running_elsewhere(check_now=True)  # a gone driver's: queued again
+        return self.completed() + mine + elsewhere >= total  # (another may have completed)
 
     def seed_of(self, trial: optuna.Trial) -> int:
         return self.seed + int(trial.user_attrs.get("retry_of", trial.number))
