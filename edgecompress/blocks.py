@@ -6,7 +6,10 @@ contains Conv1d/Conv2d/Linear weights (a residual block, a transformer layer), o
 container such as ``[Conv, BN, ReLU, Conv, BN, ReLU]``, a run of children that starts at a
 weight layer and ends before the next one. A unit is *droppable* when, on the example input,
 each of its children runs exactly once, it takes one tensor and returns one of the same shape
-(so ``nn.Identity()`` can stand in for it), and it does not hold the model's output layer.
+(so ``PassThrough()`` can stand in for it), and it does not hold the model's output layer. A
+unit of one module may take more arguments after that tensor (a Hugging Face encoder layer
+takes the hidden states, then the attention mask and keyword arguments): the stand-in returns
+its first argument and ignores the rest.
 A *stage* is a maximal run of consecutive droppable units of one container with one shape.
 """
 
@@ -25,6 +28,13 @@ from edgecompress.modules import WEIGHT_LAYERS, weights_read_directly
 
 CONTAINERS = (nn.Sequential, nn.ModuleList)
 Shape = tuple[int, ...]
+
+
+class PassThrough(nn.Identity):
+    """What stands in for a dropped unit: returns its first argument, ignoring any other."""
+
+    def forward(self, input: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: A002
+        return input
 
 
 @dataclass(frozen=True)
@@ -60,7 +70,8 @@ class _Calls:
     """What the forward hooks saw of one module (its last call's tensors)."""
 
     count: int = 0
-    plain: bool = True  # every call took one tensor and no keyword arguments
+    plain: bool = True  # every call took one tensor first (and perhaps more arguments)
+    extra: bool = False  # a call took more arguments than that tensor
     input: torch.Tensor | None = None
     output: torch.Tensor | None = None
 
@@ -151,8 +162,9 @@ def _trace(model: nn.Module, x: Any, names: list[str]) -> dict[str, _Calls]:
 def _before(record: _Calls) -> Callable[..., None]:
     def hook(_: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         record.count += 1
-        tensor = len(args) == 1 and not kwargs and isinstance(args[0], torch.Tensor)
+        tensor = len(args) >= 1 and isinstance(args[0], torch.Tensor)
         record.plain = record.plain and tensor
+        record.extra = record.extra or len(args) > 1 or bool(kwargs)
         record.input = args[0] if tensor else None
 
     return hook
@@ -197,6 +209,8 @@ def _fits(unit: Unit, calls: dict[str, _Calls]) -> Shape | None:
     first = calls[unit.names[0]]
     given, made = first.input, calls[unit.names[-1]].output
     if not first.plain or given is None or made is None or given.shape != made.shape:
+        return None
+    if first.extra and len(unit.names) > 1:  # the arguments after the first reach no stand-in
         return None
     return tuple(given.shape)
 

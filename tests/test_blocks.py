@@ -5,7 +5,9 @@ import torch
 from torch import nn
 
 from edgecompress import EdgeCompressError, StudentFamily
-from edgecompress.blocks import find_stages
+from edgecompress.blocks import PassThrough, find_stages
+from edgecompress.compress.student import StudentBuilder
+from edgecompress.plan import Plan
 from edgecompress.tasks.mnist1d import Teacher
 from tests.models import EXAMPLE_INPUTS, ZOO
 from tests.tiny_experiment import CLASSES, LENGTH, TinyNet, build
@@ -53,7 +55,9 @@ def test_the_transformer_stage_narrows_the_feed_forward_not_the_attention() -> N
 
 
 class Reused(nn.Module):
-    """The same block runs twice, and a block is called with a keyword: neither can be dropped."""
+    """The same block runs twice: it cannot be dropped. A block called with more arguments
+    than its input (a Hugging Face encoder layer takes the attention mask) can be: the stand-in
+    returns its input and ignores the rest."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -64,7 +68,7 @@ class Reused(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.body(self.body(x))
         for gate in self.gated:
-            h = gate(h, scale=2.0)
+            h = gate(h, x.sign(), scale=2.0)
         return self.head(h)
 
 
@@ -73,12 +77,17 @@ class Gate(nn.Module):
         super().__init__()
         self.fc = nn.Linear(8, 8)
 
-    def forward(self, x: torch.Tensor, *, scale: float) -> torch.Tensor:
-        return self.fc(x) * scale
+    def forward(self, x: torch.Tensor, sign: torch.Tensor, *, scale: float) -> torch.Tensor:
+        return self.fc(x) * sign * scale
 
 
-def test_reused_blocks_and_blocks_called_with_keywords_are_not_droppable() -> None:
-    assert find_stages(Reused(), torch.randn(2, 8)) == []
+def test_reused_blocks_are_not_droppable_and_blocks_called_with_more_arguments_are() -> None:
+    x = torch.randn(2, 8)
+    (stage,) = find_stages(Reused(), x)  # body runs twice: not a stage
+    assert [u.names for u in stage.units] == [("gated.0",), ("gated.1",)]
+    student = StudentBuilder(x).apply(Reused(), Plan({"student.depth.stage0": 1}))
+    assert isinstance(student.gated[1], PassThrough)
+    assert student(x).shape == (2, 2)
 
 
 class AddedTo(nn.Module):

@@ -16,7 +16,11 @@ Plan entries read here:
 - ``method.round_to``: the channels kept are a multiple of this (runtimes prefer aligned widths).
   A group that holds the embedding of multi-head attention keeps a multiple of its heads, and
   loses the same number of channels from each head (the head dimension is pruned, each channel
-  stays in its head; ``nn.MultiheadAttention`` cannot lose whole heads).
+  stays in its head; ``nn.MultiheadAttention`` cannot lose whole heads). The query, key and
+  value projections of Hugging Face-style attention (a module with ``num_attention_heads`` and
+  ``attention_head_size``: BERT, RoBERTa, ViT, ...) lose whole heads instead, the heads whose
+  channels score lowest together; the module's head count is updated, and its reshape into heads
+  of the same size keeps working.
 """
 
 from __future__ import annotations
@@ -80,9 +84,10 @@ class ChannelPruner:
         if criterion == "taylor":
             self._accumulate_gradients(model)
         generator = torch.Generator().manual_seed(self.seed)
+        attention = _head_owners(model)
         for name, ratio in ratios.items():
             scorer = _Scorer(criterion, generator, name, self.fallbacks)
-            _prune_group(graph, modules[name], name, ratio, round_to, scorer)
+            _prune_group(graph, modules[name], name, ratio, round_to, scorer, attention)
         model.zero_grad(set_to_none=True)
         return model.eval()
 
@@ -166,6 +171,44 @@ def _heads(group: tp.dependency.Group) -> int:
     return math.lcm(*heads) if heads else 1
 
 
+class _HeadOwner:
+    """A Hugging Face-style attention module whose projections lose whole heads."""
+
+    def __init__(self, module: Any) -> None:  # its head attributes are ints, not nn.Module's
+        self.module = module
+        self.head_size: int = module.attention_head_size
+
+    def shrink(self, channels: int) -> None:
+        heads = channels // self.head_size
+        self.module.num_attention_heads = heads
+        if hasattr(self.module, "all_head_size"):
+            self.module.all_head_size = heads * self.head_size
+
+
+def _head_owners(model: nn.Module) -> dict[nn.Module, _HeadOwner]:
+    """The projections (child Linear layers whose outputs are the heads) of every attention
+    module with ``num_attention_heads`` and ``attention_head_size``, to their owner."""
+    owners: dict[nn.Module, _HeadOwner] = {}
+    for module in model.modules():
+        heads = getattr(module, "num_attention_heads", None)
+        size = getattr(module, "attention_head_size", None)
+        if not isinstance(heads, int) or not isinstance(size, int) or heads < 1 or size < 1:
+            continue
+        owner = _HeadOwner(module)
+        for child in module.children():
+            if isinstance(child, nn.Linear) and child.out_features == heads * size:
+                owners[child] = owner
+    return owners
+
+
+def least_important_heads(scores: torch.Tensor, remove: int, head_size: int) -> list[int]:
+    """The channels of the ``remove // head_size`` heads whose channels score lowest in sum
+    (heads are contiguous blocks of ``head_size`` channels)."""
+    per_head = scores.view(-1, head_size).sum(dim=1)
+    heads = torch.argsort(per_head, stable=True)[: remove // head_size].tolist()
+    return sorted(h * head_size + i for h in heads for i in range(head_size))
+
+
 def least_important(scores: torch.Tensor, remove: int, heads: int = 1) -> list[int]:
     """The ``remove`` lowest-scoring channels; with attention heads, the same number from
     each head, so every channel stays in its head (heads are contiguous blocks of channels)."""
@@ -185,17 +228,29 @@ def _prune_group(
     ratio: float,
     round_to: int,
     scorer: _Scorer,
+    attention: dict[nn.Module, _HeadOwner],
 ) -> None:
     pruner = graph.get_pruner_of_module(module)
     if pruner is None or pruner.get_out_channels(module) is None:
         raise InvalidPlan(f"prune: {name} ({type(module).__name__}) has no prunable outputs")
     channels = int(pruner.get_out_channels(module))
     full = graph.get_pruning_group(module, pruner.prune_out_channels, idxs=list(range(channels)))
-    heads = _heads(full)
-    remove = channels - kept_channels(channels, ratio, math.lcm(round_to, heads))
-    if remove <= 0:
-        return
-    idxs = least_important(scorer(full, channels), remove, heads)
+    owners = {id(o): o for dep, _ in full if (o := attention.get(dep.target.module))}
+    sizes = {o.head_size for o in owners.values()}
+    if len(sizes) > 1:
+        raise InvalidPlan(f"prune: {name} is coupled to attention heads of sizes {sorted(sizes)}")
+    if sizes:  # whole heads go
+        head_size = sizes.pop()
+        remove = channels - kept_channels(channels, ratio, math.lcm(round_to, head_size))
+        if remove <= 0:
+            return
+        idxs = least_important_heads(scorer(full, channels), remove, head_size)
+    else:
+        heads = _heads(full)
+        remove = channels - kept_channels(channels, ratio, math.lcm(round_to, heads))
+        if remove <= 0:
+            return
+        idxs = least_important(scorer(full, channels), remove, heads)
     group = graph.get_pruning_group(module, pruner.prune_out_channels, idxs=idxs)
     if not graph.check_pruning_group(group):
         raise InvalidPlan(
@@ -203,3 +258,5 @@ def _prune_group(
             f"of its {channels} channels"
         )
     group.prune()
+    for owner in owners.values():
+        owner.shrink(channels - remove)

@@ -5,7 +5,7 @@ Plan entries read here (``student.*``):
 - derived from the teacher, per stage of ``edgecompress.blocks.find_stages``:
   ``student.depth.<stage>`` (int, 1..units: the units kept, evenly spaced over the stage and
   always the first, as DistilBERT keeps every other layer; a dropped unit's children become
-  ``nn.Identity()``, so every kept layer keeps its name and its teacher weights) and
+  ``PassThrough()``, an identity, so every kept layer keeps its name and teacher weights) and
   ``student.width.<stage>`` (float in (0, 1]: the share of output channels of each kept unit's
   first prunable layer that is kept, by L1 channel pruning of the teacher's weights);
 - a family the user supplies (``StudentFamily``): ``student.family`` (``"teacher"``: no
@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from edgecompress.blocks import Stage, StudentFamily, find_stages
+from edgecompress.blocks import PassThrough, Stage, StudentFamily, find_stages
 from edgecompress.compress.prune import ChannelPruner
 from edgecompress.inputs import call
 from edgecompress.modules import WEIGHT_LAYERS
@@ -190,7 +190,7 @@ def _drop(model: nn.Module, stage: Stage, kept: list[int]) -> list[str]:
             continue
         for name in unit.names:
             parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent), child, nn.Identity())
+            setattr(model.get_submodule(parent), child, PassThrough())
         dropped += unit.layers
     return dropped
 

@@ -58,6 +58,11 @@ def unsupported_layers(model: nn.Module) -> list[Skipped]:
             kind = type(module).__name__
             if isinstance(module, nn.MultiheadAttention):
                 reason = "attention projections: narrowed with the embedding width only"
+            elif isinstance(module, nn.Embedding):
+                reason = (
+                    "embedding table: not quantized or factorized; its width is narrowed only "
+                    "with the channel group it feeds, where that group is a knob"
+                )
             else:
                 reason = f"{kind} layers are not compressed (Conv1d, Conv2d and Linear are)"
             found.append(Skipped(name, reason))

@@ -99,6 +99,16 @@ def _r2(outputs: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
     return float(value), math.nan
 
 
+def _cosine(outputs: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
+    """The mean over samples of the cosine similarity of each output row to its target row
+    (embeddings: 1 is the same direction); a zero row has similarity 0."""
+    a = outputs.reshape(len(outputs), -1).astype(np.float64)
+    b = targets.reshape(len(targets), -1).astype(np.float64)
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    per = np.where(norms > 0, (a * b).sum(axis=1) / np.where(norms > 0, norms, 1.0), 0.0)
+    return float(per.mean()), _se(per)
+
+
 def shown(value: float, name: str) -> str:
     """A metric's value as printed: accuracy to 4 places, others to 4 significant digits (a
     small error such as an MSE of 0.00072 must not show as 0.0000)."""
@@ -110,3 +120,6 @@ MSE = Metric("mse", "minimize", _mse, "mean squared error")
 RMSE = Metric("rmse", "minimize", _rmse, "root mean squared error")
 MAE = Metric("mae", "minimize", _mae, "mean absolute error")
 R2 = Metric("r2", "maximize", _r2, "coefficient of determination (1 - SSE / SST)")
+COSINE = Metric(
+    "cosine", "maximize", _cosine, "mean cosine similarity of each output to its target"
+)

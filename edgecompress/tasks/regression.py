@@ -9,7 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from edgecompress.tasks.metrics import MAE, MSE, R2, RMSE, Metric
+from edgecompress.tasks.metrics import COSINE, MAE, MSE, R2, RMSE, Metric
 from edgecompress.tasks.supervised import SupervisedTask
 
 
@@ -21,10 +21,11 @@ class RegressionTask(SupervisedTask):
     Fine-tuning minimises ``kd_weight`` x the squared error to the teacher's outputs +
     ``1 - kd_weight`` x the squared error to the targets; the profile measures the squared
     difference to the teacher's outputs relative to their variance. The study minimises
-    ``metric``: "rmse" (default), "mae" or "mse", or maximises "r2"; all four are recorded.
+    ``metric``: "rmse" (default), "mae" or "mse", or maximises "r2" or "cosine" (the mean cosine
+    similarity of each output row to its target: embeddings); all five are recorded.
     """
 
-    metrics: ClassVar[tuple[Metric, ...]] = (RMSE, MAE, MSE, R2)
+    metrics: ClassVar[tuple[Metric, ...]] = (RMSE, MAE, MSE, R2, COSINE)
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return F.mse_loss(outputs, targets.to(outputs.dtype).reshape(outputs.shape))

@@ -153,6 +153,12 @@ def test_regression_metrics_and_divergence() -> None:
     assert scores["mse"] == pytest.approx(scores["rmse"] ** 2)
     assert scores["r2"] == pytest.approx(1 - ((out - y) ** 2).sum() / ((y - y.mean(0)) ** 2).sum())
     assert 0 < scores["rmse_se"] < 0.05 and math.isnan(scores["r2_se"])
+    cosines = (out * y).sum(1) / np.linalg.norm(out, axis=1) / np.linalg.norm(y, axis=1)
+    assert scores["cosine"] == pytest.approx(float(cosines.mean()), rel=1e-6)
+    assert scores["cosine_se"] == pytest.approx(cosines.std(ddof=1) / math.sqrt(500), rel=1e-5)
+    assert RegressionTask.evaluate(_task(), 3 * y, y)["cosine"] == pytest.approx(1.0)
+    assert RegressionTask.evaluate(_task(), -y, y)["cosine"] == pytest.approx(-1.0)
+    assert RegressionTask.evaluate(_task(), 0 * y, y)["cosine"] == 0.0  # a zero output
     assert RMSE.within(0.11, 0.10, 0.02) and not RMSE.within(0.13, 0.10, 0.02)
     assert MAE.signed(0.3) == -0.3
     task = _task()
