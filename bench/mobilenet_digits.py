@@ -123,10 +123,15 @@ def _accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
 
 def teacher() -> nn.Module:
     """The trained model; trained on first use (a few minutes on 2 cores) and cached."""
-    model = MobileNetV2Digits()
+    return trained(MobileNetV2Digits(), "mobilenet")
+
+
+def trained(model: nn.Module, name: str) -> nn.Module:
+    """``model`` trained on the digits by ``RECIPE`` (the best validation epoch kept), on first
+    use, then loaded from the cache (keyed by the recipe and the architecture)."""
     config = {**RECIPE, "arch": repr(model), "noise": NOISE}
     key = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-    path = cache_dir() / f"digits-mobilenet-{key.hexdigest()[:12]}.pt"
+    path = cache_dir() / f"digits-{name}-{key.hexdigest()[:12]}.pt"
     with _exclusive(path):
         if not path.exists():
             d = load_data()
@@ -157,7 +162,7 @@ def teacher() -> nn.Module:
             assert state is not None
             model.load_state_dict(state)
             print(
-                f"edgecompress: digits MobileNet trained: val {best:.4f}, "
+                f"edgecompress: digits {name} trained: val {best:.4f}, "
                 f"test {_accuracy(model, d['x_test'], d['y_test']):.4f}",
                 flush=True,
             )

@@ -415,7 +415,7 @@ def _profile(args: argparse.Namespace) -> int:
         for b in bases:
             speedups = ", ".join(f"{1 / r:.2f}x" for r in b["ratios"])
             chosen = "  <- chosen" if b["chosen"] else ""
-            print(f"  {b['precision']:>7} round_to {b['round_to']!s:>4}: {speedups}{chosen}")
+            print(f"  {b['precision']:>12} round_to {b['round_to']!s:>4}: {speedups}{chosen}")
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     dominated = frame.attrs.get("dominated", ())
     if dominated:

@@ -42,6 +42,9 @@ Batches = Callable[[], Iterable[tuple[Any, torch.Tensor]]]  # (inputs of any for
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, targets) -> loss
 CRITERIA = ("l1", "l2", "taylor", "bn_scale", "slimming", "fpgm", "random")
 TAYLOR_BATCHES = 4
+# the names Hugging Face gives the projections whose outputs are split into heads (an output
+# projection that is a child of the same module is not one of them)
+PROJECTIONS = frozenset({"query", "key", "value", "q_proj", "k_proj", "v_proj", "q", "k", "v"})
 
 
 class ChannelPruner:
@@ -186,8 +189,9 @@ class _HeadOwner:
 
 
 def _head_owners(model: nn.Module) -> dict[nn.Module, _HeadOwner]:
-    """The projections (child Linear layers whose outputs are the heads) of every attention
-    module with ``num_attention_heads`` and ``attention_head_size``, to their owner."""
+    """The projections (child Linear layers named as in ``PROJECTIONS`` whose outputs are the
+    heads) of every attention module with ``num_attention_heads`` and ``attention_head_size``,
+    to their owner."""
     owners: dict[nn.Module, _HeadOwner] = {}
     for module in model.modules():
         heads = getattr(module, "num_attention_heads", None)
@@ -195,8 +199,9 @@ def _head_owners(model: nn.Module) -> dict[nn.Module, _HeadOwner]:
         if not isinstance(heads, int) or not isinstance(size, int) or heads < 1 or size < 1:
             continue
         owner = _HeadOwner(module)
-        for child in module.children():
-            if isinstance(child, nn.Linear) and child.out_features == heads * size:
+        for name, child in module.named_children():
+            projection = name in PROJECTIONS and isinstance(child, nn.Linear)
+            if projection and child.out_features == heads * size:
                 owners[child] = owner
     return owners
 

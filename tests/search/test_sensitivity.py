@@ -110,8 +110,10 @@ def test_the_base_takes_the_alignment_and_precision_measured_fastest(tiny) -> No
     align = knobs["method.round_to"]
     assert align.choices[profile.base_params["method.round_to"]] == 16
     assert all(knobs[k].choices[profile.base_params[k]] == 32 for k in profile.bits)  # fp32
-    # every candidate was measured, and the chosen one is recorded as such
-    assert len(profile.bases) == 2 * len(align.choices)
+    # every candidate was measured (fp32, static and dynamic int8 at each alignment), and the
+    # chosen one is recorded as such
+    assert len(profile.bases) == 3 * len(align.choices)
+    assert {b["precision"] for b in profile.bases} == {"teacher", "int8", "int8 dynamic"}
     assert [(b["precision"], b["round_to"]) for b in profile.bases if b["chosen"]] == [
         ("teacher", 16)
     ]
@@ -121,6 +123,35 @@ def test_the_base_takes_the_alignment_and_precision_measured_fastest(tiny) -> No
     lowest = floor(profile, space, probe)
     assert align.choices[lowest.params["method.round_to"]] == 16
     assert lowest.latency_ms < profile.base_ratio * probe.reference_ms
+
+
+@dataclass
+class DynamicProbe(LatencyProbe):
+    """A runtime like the one the pretrained MiniLM met here: dynamic int8 is the fastest
+    precision (static int8 pays less)."""
+
+    def _latency_ms(self, plan: Plan) -> float:
+        pruned = sum(plan.numbers("prune").values())
+        int8 = sum(1 for k, v in plan.items() if k.startswith("bits.") and v == 8)
+        gain = 0.2 if plan.get("method.quant") == "dynamic" else 0.1
+        return self.reference_ms * (1.0 - 0.2 * pruned) * (1.0 - gain * int8)
+
+
+def test_dynamic_int8_is_the_base_where_it_measures_fastest(tiny) -> None:  # type: ignore[no-untyped-def]
+    from edgecompress.search.allocation import floor
+
+    experiment, space, reference = _setup(tiny)
+    probe = DynamicProbe(experiment, reference, 1.0)
+    profile = sensitivity(experiment, space, probe, cache=False)
+    knobs = {k.name: k for k in space.knobs()}
+    assert profile.base_params["method.quant"] == "dynamic"
+    assert all(knobs[k].choices[profile.base_params[k]] == 8 for k in profile.bits)
+    assert [b["precision"] for b in profile.bases if b["chosen"]] == ["int8 dynamic"]
+    assert profile.base_ratio == pytest.approx(1.0 - 0.2 * len(profile.bits))
+    assert floor(profile, space, probe).params["method.quant"] == "dynamic"  # allocations keep it
+    # where static measures fastest (FakeProbe ignores the method: a tie), static stays
+    static = sensitivity(experiment, space, FakeProbe(experiment, reference, 1.0), cache=False)
+    assert static.base_params["method.quant"] == "static"
 
 
 def test_an_alignment_that_changes_nothing_leaves_the_finest(tiny) -> None:  # type: ignore[no-untyped-def]
