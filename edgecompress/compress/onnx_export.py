@@ -49,9 +49,35 @@ def export_onnx(
             opset_version=17,
         )
     proto = onnx.load_from_string(buffer.getvalue())
+    _own_weights(proto)
     onnx.checker.check_model(proto)
     onnx.save(proto, str(path))
     return path
+
+
+def _own_weights(model: onnx.ModelProto) -> None:
+    """Gives back its own initializer to every weight the exporter deduplicated.
+
+    The exporter stores equal tensors once and feeds the others through an ``Identity`` of the
+    first; ONNX Runtime's quantizers quantize only layers whose weight is an initializer, so such
+    a layer stayed fp32 while the plan asked int8 (a ResNet's two low-rank factors of one
+    channel came out equal, and its most compressed plan could not be built). Each such
+    ``Identity`` becomes a copy of the initializer under its output's name.
+    """
+    graph = model.graph
+    initializers = {i.name: i for i in graph.initializer}
+    kept = []
+    for node in graph.node:
+        if node.op_type == "Identity" and node.input[0] in initializers:
+            copy = onnx.TensorProto()
+            copy.CopyFrom(initializers[node.input[0]])
+            copy.name = node.output[0]
+            graph.initializer.append(copy)
+        else:
+            kept.append(node)
+    if len(kept) < len(graph.node):
+        del graph.node[:]
+        graph.node.extend(kept)
 
 
 def layer_nodes(model: onnx.ModelProto) -> dict[str, str]:

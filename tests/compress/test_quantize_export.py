@@ -67,3 +67,27 @@ def test_unsupported_bits_and_unknown_layers_are_invalid_plans(tiny, tmp_path: P
         quantizer.apply(fp32, tmp_path / "x.onnx", Plan({"bits.conv1": 12}))
     with pytest.raises(InvalidPlan, match="no ONNX node"):
         quantizer.apply(fp32, tmp_path / "x.onnx", Plan({"bits.conv7": 8}))
+
+
+def test_layers_with_equal_weights_keep_their_own_and_are_quantized(tmp_path: Path) -> None:
+    """The exporter stores equal tensors once and feeds the others through an Identity; ONNX
+    Runtime's quantizer then left such a layer fp32 against the plan (a ResNet's low-rank factors
+    of one channel came out equal, and its most compressed plan could not be built)."""
+    model = torch.nn.Sequential(
+        torch.nn.Conv1d(4, 4, 1, bias=False), torch.nn.ReLU(), torch.nn.Conv1d(4, 4, 1, bias=False)
+    ).eval()
+    with torch.no_grad():
+        model[2].weight.copy_(model[0].weight)
+    x = torch.randn(1, 4, 6)
+    path = export_onnx(model, x, tmp_path / "fp32.onnx")
+    graph = onnx.load(str(path)).graph
+    initializers = {i.name for i in graph.initializer}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert len(convs) == 2 and all(n.input[1] in initializers for n in convs)
+    assert not any(n.op_type == "Identity" for n in graph.node)
+    np.testing.assert_allclose(
+        session(path).run(None, {"input": x.numpy()})[0], model(x).detach().numpy(), atol=1e-6
+    )
+    batches = lambda: iter([x.numpy() for _ in range(4)])  # noqa: E731
+    out = OnnxQuantizer(batches).apply(path, tmp_path / "q.onnx", Plan({"bits.0": 8, "bits.2": 8}))
+    assert int8_layers(onnx.load(str(out))) == {"0", "2"}
