@@ -11,7 +11,8 @@ Computed once per model, space, target and latency source, and cached (``$EDGECO
   widths as they fell and 1.9x with widths rounded to 16, and int8 was slower than fp32 at
   every ratio; on the 1-D examples int8 pays and the alignment moves latency by a few percent;
   on the pretrained MiniLM, dynamic int8 measured 3.6x faster than fp32 and static 2.7x (and
-  kept the embeddings at a cosine of 0.993 to the teacher's, static at 0.936).
+  kept the embeddings at a cosine of 0.993 to the teacher's, static at 0.936; measured by
+  bench/minilm_int8.py, not yet by a profile).
   Every allocation is built on this base;
 - **prune**: each channel group alone at a ladder of ratios (``LEVELS``, up to the knob's most),
   on top of the base. Its *damage* is the task's divergence of the pruned model's outputs from
