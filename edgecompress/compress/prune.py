@@ -244,18 +244,12 @@ def _prune_group(
     sizes = {o.head_size for o in owners.values()}
     if len(sizes) > 1:
         raise InvalidPlan(f"prune: {name} is coupled to attention heads of sizes {sorted(sizes)}")
-    if sizes:  # whole heads go
-        head_size = sizes.pop()
-        remove = channels - kept_channels(channels, ratio, math.lcm(round_to, head_size))
-        if remove <= 0:
-            return
-        idxs = least_important_heads(scorer(full, channels), remove, head_size)
-    else:
-        heads = _heads(full)
-        remove = channels - kept_channels(channels, ratio, math.lcm(round_to, heads))
-        if remove <= 0:
-            return
-        idxs = least_important(scorer(full, channels), remove, heads)
+    # whole heads of head_size channels go, or the same number of channels from each head
+    unit, pick = (sizes.pop(), least_important_heads) if sizes else (_heads(full), least_important)
+    remove = channels - kept_channels(channels, ratio, math.lcm(round_to, unit))
+    if remove <= 0:
+        return
+    idxs = pick(scorer(full, channels), remove, unit)
     group = graph.get_pruning_group(module, pruner.prune_out_channels, idxs=idxs)
     if not graph.check_pruning_group(group):
         raise InvalidPlan(

