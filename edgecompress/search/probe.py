@@ -64,21 +64,34 @@ class LatencyProbe:
             self.known[plan.key] = self._latency_ms(plan)
         return self.known[plan.key]
 
-    def _latency_ms(self, plan: Plan) -> float:
+    def built(self, plan: Plan, onnx_path: Path) -> float:
+        """``plan``'s latency, measured on a file already built from it (any calibration: the
+        graph, hence the latency, is the same) so that a caller that built it for another
+        reason does not pay for a second build; kept like ``__call__``'s."""
+        if plan.key not in self.known:
+            self.known[plan.key] = self._latency_ms(plan, built=onnx_path)
+        return self.known[plan.key]
+
+    def _latency_ms(self, plan: Plan, built: Path | None = None) -> float:
         if self.costing is not None and self.costing.latency == "table":
             with self.gate.work():
                 return self.costing.predict_plan(self.experiment, plan).latency_ms
+        if built is not None:
+            return self._measured_ms(built)
         with tempfile.TemporaryDirectory() as tmp:
             untrained = latency_plan(plan)
             candidate = compress(self.experiment, untrained, Path(tmp), gate=self.gate.work)
-            with self.gate.measure():
-                m = measure_ratio(
-                    candidate.onnx_path,
-                    self.reference.onnx,
-                    self.reference.feed,
-                    threads=self.experiment.target.threads,
-                    rounds=self.rounds,
-                )
+            return self._measured_ms(candidate.onnx_path)
+
+    def _measured_ms(self, onnx_path: Path) -> float:
+        with self.gate.measure():
+            m = measure_ratio(
+                onnx_path,
+                self.reference.onnx,
+                self.reference.feed,
+                threads=self.experiment.target.threads,
+                rounds=self.rounds,
+            )
         return m.ratio * self.reference_ms
 
     def over_budget(self, latency_ms: float, budget_ms: float) -> bool:

@@ -21,8 +21,19 @@ Computed once per model, space, target and latency source, and cached (``$EDGECO
   PyTorch, after the batch-norm statistics are re-estimated on training data (no
   fine-tuning); its latency is the base plan with that group pruned, built untrained and
   measured (or predicted from the target's table);
-- **bits**: each layer alone at each other width it may take (fp32, fp16, int4, ...) with the
-  rest of the base: the deployed ONNX file's divergence from the teacher, and its latency.
+- **bits**: each width the layers may take besides the base's (fp32, fp16, int4, ...), first on
+  every layer at once (``uniform``, reported beside the rest), then each layer alone at each
+  width, with the rest of the base: the deployed ONNX file's divergence from the teacher, and its
+  latency, measured on that same file (one build per point).
+
+A model whose base plan takes more than ``SLOW_BUILD_S`` to build and score (the pretrained
+MiniLM: 10-15 s a build, 181 points, 43 minutes before this rule; the CNNs here: under 2 s) is
+profiled more sparsely: each group's pruning latency is measured at two levels (nearest half,
+and the most) and interpolated at the others, where its damage is still measured; and a width
+whose every-layer plan measures no faster (within ``SCREEN_TIE``) than the base's or another
+width's, and no more faithful, is ``screened`` (fp16 on a CPU without fp16 kernels): not
+profiled layer by layer, never allocated. Where builds are cheap every layer is profiled at every
+width: a width that loses on every layer at once may still pay on the largest.
 
 Latencies are kept as ratios to the reference model, so a cached profile serves a later study
 whose reference was timed at another moment. Damage is measured on the first ``SAMPLES``
@@ -33,10 +44,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import tempfile
+import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +72,17 @@ LEVELS = (0.25, 0.5, 0.75, 0.9)
 BASE_LEVELS = (0.5, 1.0)  # uniform pruning levels (shares of each knob's most) a base is timed at
 ALIGNMENT_TIE = 0.03  # alignments within this (mean log latency) of the fastest: the finest
 SAMPLES = 512
-VERSION = 3  # v3: dynamic int8 a candidate base; v2: bases timed at pruned levels too
+# a width whose every-layer plan is at most this much faster than a more faithful alternative's
+# (the base, or another width on every layer) is not profiled layer by layer
+SCREEN_TIE = 0.03
+# a model whose base plan takes longer than this to build and score (a 22M-parameter
+# transformer: 10-15 s here; the 1-D and 2-D CNNs: under 2 s) has each group's pruning latency
+# measured at two levels, not at each: its damage, in PyTorch, is cheap at every level
+SLOW_BUILD_S = 4.0
+BASE_WIDTH = 0.0  # the base's entry among the alternatives a width is screened against
+EVERY = "bits (every layer)"  # how a width on every layer is named in reports
+VERSION = 4  # v4: widths screened on every layer first; v3: dynamic int8 a candidate base; v2:
+# bases timed at pruned levels too
 
 Progress = Callable[[str], None]
 
@@ -72,6 +95,7 @@ class Point:
     value: float
     damage: float
     ratio: float
+    measured: bool = True  # False: the latency is interpolated (see ``SLOW_BUILD_S``)
 
 
 @dataclass(frozen=True)
@@ -85,6 +109,10 @@ class Sensitivity:
     bits: dict[str, tuple[Point, ...]]
     # the bases measured: precision, alignment, latency ratio at each of BASE_LEVELS' levels
     bases: tuple[dict[str, Any], ...] = ()
+    # each width with every layer that may take it at it (the rest of the base), and the widths
+    # those uniform plans screened out (see ``_screened_by``): not profiled layer by layer
+    uniform: tuple[Point, ...] = ()
+    screened: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,6 +129,8 @@ class Sensitivity:
             prune=points(data["prune"]),
             bits=points(data["bits"]),
             bases=tuple(dict(b) for b in data.get("bases", ())),
+            uniform=tuple(Point(**p) for p in data.get("uniform", ())),
+            screened=tuple(float(v) for v in data.get("screened", ())),
         )
 
     def dominated(self) -> list[dict[str, Any]]:
@@ -110,6 +140,23 @@ class Sensitivity:
         chosen one's. An allocation never takes the first two (any saving it asks for is
         cheaper elsewhere); the third is why the base is what it is."""
         found = []
+        for value in self.screened:
+            here = next(p for p in self.uniform if p.value == value)
+            by = _screened_by(here, self._alternatives())
+            what = (
+                "the base"
+                if by is None or by.value == BASE_WIDTH
+                else f"every layer at {by.value:g}"
+            )
+            found.append(
+                {
+                    "knob": EVERY,
+                    "value": value,
+                    "why": f"with every layer at {value:g}: {here.ratio / self.base_ratio:.2f}x "
+                    f"the base plan's latency, no faster than {what} and no more faithful; "
+                    "not profiled layer by layer",
+                }
+            )
         for name, points in self.bits.items():
             for p in points:
                 if p.ratio >= self.base_ratio and p.damage >= self.base_damage:
@@ -149,17 +196,24 @@ class Sensitivity:
                 )
         return found
 
+    def _alternatives(self) -> list[Point]:
+        return [Point(BASE_WIDTH, self.base_damage, self.base_ratio), *self.uniform]
+
     def rows(self, reference_ms: float) -> list[dict[str, Any]]:
-        """One row per profiled point: knob, value, damage and the latency it saves (ms, > 0
-        faster than the base)."""
+        """One row per profiled point: knob, value, damage, the latency it saves (ms, > 0
+        faster than the base) and whether that latency was measured (or interpolated between
+        measured levels, see ``SLOW_BUILD_S``); then each width on every layer
+        (``bits (every layer)``)."""
+        sections = (("prune", self.prune), ("bits", self.bits), ("bits", {EVERY: self.uniform}))
         return [
             {
                 "knob": name,
                 "value": p.value,
                 "damage": p.damage - (self.base_damage if section == "bits" else 0.0),
                 "saved_ms": (self.base_ratio - p.ratio) * reference_ms,
+                "timed": p.measured,
             }
-            for section, profile in (("prune", self.prune), ("bits", self.bits))
+            for section, profile in sections
             for name, points in profile.items()
             for p in points
         ]
@@ -213,6 +267,20 @@ def _cache_path(experiment: Experiment, space: Space, probe: LatencyProbe) -> Pa
     base = Path(os.environ.get("EDGECOMPRESS_CACHE", Path.home() / ".cache" / "edgecompress"))
     base.mkdir(parents=True, exist_ok=True)
     return base / f"sensitivity-{experiment.name}-{digest[:16]}.json"
+
+
+def _screened_by(width: Point, alternatives: list[Point]) -> Point | None:
+    """The alternative (the base, or another width on every layer) that makes ``width``
+    pointless: no more than ``SCREEN_TIE`` slower and more faithful (or as faithful and
+    faster); None when none does."""
+    for other in alternatives:
+        if other.value == width.value or other.ratio > width.ratio * (1 + SCREEN_TIE):
+            continue
+        if other.damage < width.damage or (
+            other.damage == width.damage and other.ratio < width.ratio
+        ):
+            return other
+    return None
 
 
 def prune_levels(knob: Knob) -> list[float]:
@@ -291,26 +359,85 @@ class _Profiler:
         return replay(self.space, {**self.base, **changes})
 
     def run(self) -> Sensitivity:
+        started = time.perf_counter()
         base_damage, base_ratio = self.deployed({})
+        # a build (and its damage) measured slow: pruning latencies at two levels per group
+        sparse = time.perf_counter() - started > SLOW_BUILD_S
         prune = {
-            name: tuple(self.pruned(name, level) for level in prune_levels(knob))
+            name: self.group(name, prune_levels(knob), base_ratio, sparse=sparse)
             for name, knob in self.knobs.items()
             if knob.section == "prune" and knob.kind == "float" and knob.fastest is not None
         }
+        knobs = {
+            name: knob
+            for name, knob in self.knobs.items()
+            if knob.section == "bits" and knob.kind == "ordinal"
+        }
+        uniform = self.uniform(knobs)
+        base = Point(BASE_WIDTH, base_damage, base_ratio)
+        # screened only where a build is slow: where it is cheap, each layer is profiled at
+        # each width (a width that loses on every layer at once may still pay on the largest)
+        screened = tuple(
+            p.value for p in uniform if sparse and _screened_by(p, [base, *uniform]) is not None
+        )
         bits = {
             name: tuple(
                 Point(float(c), *self.deployed({name: knob.param(c)}))
                 for c in knob.choices
-                if knob.param(c) != self.base.get(name)
+                if knob.param(c) != self.base.get(name) and float(c) not in screened
             )
-            for name, knob in self.knobs.items()
-            if knob.section == "bits" and knob.kind == "ordinal"
+            for name, knob in knobs.items()
         }
-        return Sensitivity(self.base, base_damage, base_ratio, prune, bits, self.bases)
+        return Sensitivity(
+            self.base, base_damage, base_ratio, prune, bits, self.bases, uniform, screened
+        )
 
-    def pruned(self, name: str, level: float) -> Point:
+    def uniform(self, knobs: dict[str, Knob]) -> tuple[Point, ...]:
+        """Each width the precision knobs offer besides the base's, with every layer that may
+        take it at it: one build each, where profiling a width layer by layer costs one per
+        layer."""
+        widths = sorted(
+            {
+                float(c)
+                for name, k in knobs.items()
+                for c in k.choices
+                if k.param(c) != self.base.get(name)
+            }
+        )
+        return tuple(
+            Point(
+                width,
+                *self.deployed(
+                    {
+                        name: k.param(c)
+                        for name, k in knobs.items()
+                        for c in k.choices
+                        if float(c) == width and k.param(c) != self.base.get(name)
+                    }
+                ),
+            )
+            for width in widths
+        )
+
+    def group(
+        self, name: str, levels: list[float], base_ratio: float, *, sparse: bool
+    ) -> tuple[Point, ...]:
+        """The group's points: damage at every level; latency measured at every level, or
+        (``sparse``) at the level nearest half and the most, and interpolated between them and
+        the unpruned base at the others (marked ``measured=False``)."""
+        timed = set(levels)
+        if sparse:
+            timed = {min(levels, key=lambda lv: abs(lv - 0.5)), levels[-1]}
+        points = [self.pruned(name, level, timed=level in timed) for level in levels]
+        known = [(0.0, base_ratio), *((p.value, p.ratio) for p in points if p.measured)]
+        xs, ys = zip(*known, strict=True)
+        return tuple(
+            p if p.measured else replace(p, ratio=float(np.interp(p.value, xs, ys))) for p in points
+        )
+
+    def pruned(self, name: str, level: float, *, timed: bool = True) -> Point:
         """The group pruned alone: damage in PyTorch (batch norms re-estimated), latency of the
-        base plan with it."""
+        base plan with it (``timed``; otherwise NaN, for ``group`` to interpolate)."""
         self.progress(f"{name} at {level:g}")
         plan = self.plan({name: level})
         pruner = ChannelPruner(self.experiment.example_input, seed=self.experiment.seed)
@@ -318,6 +445,8 @@ class _Profiler:
         _reestimate_batchnorm(model, self.x)
         with torch.no_grad():
             damage = self._damage(call(model, to_torch(self.x)).numpy())
+        if not timed:
+            return Point(level, damage, math.nan, measured=False)
         return Point(level, damage, self.probe(plan) / self.probe.reference_ms)
 
     def _damage(self, outputs: np.ndarray) -> float:
@@ -334,12 +463,15 @@ class _Profiler:
         with tempfile.TemporaryDirectory() as tmp:
             candidate = compress(self.experiment, untrained, Path(tmp), gate=self.probe.gate.work)
             model = onnx.load(candidate.onnx_path).SerializeToString()
+            # its latency from this file: a second build only for it cost as much again (a
+            # build is 5-10 s on a 22M-parameter transformer)
+            ratio = self.probe.built(plan, candidate.onnx_path) / self.probe.reference_ms
         sess = session(model, threads=self.experiment.target.threads)
         feed = feed_of(sess, self.experiment.inputs.named(self.x))
         logits = np.concatenate(
             [sess.run(None, take(feed, i, i + 256))[0] for i in range(0, rows(self.x), 256)]
         )
-        return self._damage(logits), self.probe(plan) / self.probe.reference_ms
+        return self._damage(logits), ratio
 
 
 def _reestimate_batchnorm(model: nn.Module, x: Any, batch: int = 64) -> None:

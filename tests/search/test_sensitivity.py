@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -35,7 +36,7 @@ class FakeProbe(LatencyProbe):
 
     calls: int = 0
 
-    def _latency_ms(self, plan: Plan) -> float:
+    def _latency_ms(self, plan: Plan, built: Path | None = None) -> float:
         self.calls += 1
         pruned = sum(plan.numbers("prune").values())
         int8 = sum(1 for k, v in plan.items() if k.startswith("bits.") and v == 8)
@@ -92,7 +93,7 @@ class AlignedProbe(LatencyProbe):
     aligned to 16 channels (unaligned, pruning even slows the model down), and int8 is slower
     than fp32 at every ratio."""
 
-    def _latency_ms(self, plan: Plan) -> float:
+    def _latency_ms(self, plan: Plan, built: Path | None = None) -> float:
         pruned = sum(plan.numbers("prune").values())
         int8 = sum(1 for k, v in plan.items() if k.startswith("bits.") and v == 8)
         aligned = plan.get("method.round_to", 1) == 16
@@ -130,7 +131,7 @@ class DynamicProbe(LatencyProbe):
     """A runtime like the one the pretrained MiniLM met here: dynamic int8 is the fastest
     precision (static int8 pays less)."""
 
-    def _latency_ms(self, plan: Plan) -> float:
+    def _latency_ms(self, plan: Plan, built: Path | None = None) -> float:
         pruned = sum(plan.numbers("prune").values())
         int8 = sum(1 for k, v in plan.items() if k.startswith("bits.") and v == 8)
         gain = 0.2 if plan.get("method.quant") == "dynamic" else 0.1
@@ -246,3 +247,80 @@ def test_space_names_what_the_cached_profile_found_dominated(workdir, capsys) ->
         path.unlink(missing_ok=True)
         if kept is not None:
             path.write_bytes(kept)
+
+
+@dataclass
+class HalfProbe(FakeProbe):
+    """FakeProbe with fp16 on each layer that runs it ``half`` times as long as fp32 (most
+    CPUs have no fast fp16 kernels: > 1)."""
+
+    half: float = 1.3
+
+    def _latency_ms(self, plan: Plan, built: Path | None = None) -> float:
+        fp16 = sum(1 for k, v in plan.items() if k.startswith("bits.") and v == 16)
+        return super()._latency_ms(plan) * self.half**fp16
+
+
+def test_a_width_no_faster_and_less_faithful_on_every_layer_is_not_profiled_per_layer(
+    tiny, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    import importlib
+
+    module = importlib.import_module("edgecompress.search.sensitivity")
+    experiment, space, reference = _setup(tiny)
+    # where a build is cheap, every layer is profiled at every width, fp16 included
+    cheap = sensitivity(experiment, space, HalfProbe(experiment, reference, 1.0), cache=False)
+    assert cheap.screened == () and len(cheap.uniform) > 0
+    assert all(16.0 in {p.value for p in pts} for pts in cheap.bits.values())
+    monkeypatch.setattr(module, "SLOW_BUILD_S", 0.0)  # every build counts as slow
+    knobs = {k.name: k for k in space.knobs() if k.section == "bits" and k.kind == "ordinal"}
+    assert all(16 in k.choices and 32 in k.choices for k in knobs.values())
+    slow = sensitivity(experiment, space, HalfProbe(experiment, reference, 1.0), cache=False)
+    # every width other than the base's int8 was built once with every layer at it
+    others = {float(c) for k in knobs.values() for c in k.choices} - {8.0}
+    assert {p.value for p in slow.uniform} == others
+    uniform = {p.value: p for p in slow.uniform}
+    assert uniform[16.0].ratio > uniform[32.0].ratio and uniform[16.0].damage > 0
+    # fp16: slower than fp32 everywhere and less faithful, so no layer is profiled at it, and
+    # `space`/`profile` say why; fp32 (slower than int8 but more faithful) is profiled per layer
+    assert 16.0 in slow.screened and 32.0 not in slow.screened
+    assert all(16.0 not in {p.value for p in pts} for pts in slow.bits.values())
+    assert all(32.0 in {p.value for p in pts} for pts in slow.bits.values())
+    why = {d["value"]: d["why"] for d in slow.dominated() if d["knob"] == "bits (every layer)"}
+    assert 16.0 in why and "no faster than every layer at 32" in why[16.0]
+    # where fp16 pays (faster than the int8 base), each layer is profiled at it
+    fast = sensitivity(
+        experiment, space, HalfProbe(experiment, reference, 1.0, half=0.5), cache=False
+    )
+    assert 16.0 not in fast.screened
+    assert all(16.0 in {p.value for p in pts} for pts in fast.bits.values())
+    assert {p.value for p in fast.uniform} == others
+
+
+def test_a_slow_build_times_two_levels_per_group_and_interpolates_the_rest(
+    tiny, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    import importlib
+
+    # the module, not the function the package exports under its name
+    module = importlib.import_module("edgecompress.search.sensitivity")
+
+    experiment, space, reference = _setup(tiny)
+    full = sensitivity(experiment, space, FakeProbe(experiment, reference, 1.0), cache=False)
+    assert all(p.measured for pts in full.prune.values() for p in pts)
+    monkeypatch.setattr(module, "SLOW_BUILD_S", 0.0)  # every build counts as slow
+    probe = FakeProbe(experiment, reference, 1.0)
+    sparse = sensitivity(experiment, space, probe, cache=False)
+    for name, points in sparse.prune.items():
+        levels = [p.value for p in points]
+        assert levels == [p.value for p in full.prune[name]]  # damage still at every level
+        assert [p.value for p in points if p.measured] == [0.5, levels[-1]]
+        for p, q in zip(points, full.prune[name], strict=True):
+            assert p.damage == pytest.approx(q.damage, rel=1e-6)
+            # FakeProbe's latency is linear in the ratio: the interpolation is exact
+            assert p.ratio == pytest.approx(q.ratio)
+    # fewer plans built than with every level timed
+    dense = FakeProbe(experiment, reference, 1.0)
+    monkeypatch.setattr(module, "SLOW_BUILD_S", 1e9)
+    sensitivity(experiment, space, dense, cache=False)
+    assert probe.calls < dense.calls
