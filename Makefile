@@ -26,6 +26,7 @@ bench-vs-hand: setup
 	$(VENV)/python bench/search_vs_hand.py --models cnn mlp uneven --arms allocate --seeds 0 1 2 --trials 10
 	$(VENV)/python bench/search_vs_hand.py --models mobilenet --arms hand allocate --seeds 0 1 2 --trials 10
 	$(VENV)/python bench/search_vs_hand.py --models signal --arms hand allocate allocate-drop --seeds 0 1 2 --trials 10
+	$(VENV)/python bench/search_vs_hand.py --models resnet --arms hand allocate-drop --seeds 0 1 2 --trials 10
 	$(VENV)/python bench/search_vs_hand.py --models cnn mlp uneven --arms tpe random --seeds 0 1 2 3 4 --trials 10
 
 bench-techniques: setup
