@@ -102,6 +102,35 @@ def check_finite(model: nn.Module, task: SupervisedTask, samples: int = 64) -> N
         )
 
 
+def check_output_shape(student: nn.Module, teacher: nn.Module, task: SupervisedTask) -> None:
+    """The compressed model gives outputs of the teacher's shape on a training input: a plan
+    that narrowed a channel group the model's output is made of (an output head that is not the
+    model's last weight layer, an embedding the model returns) is refused here, before any
+    fine-tuning, instead of being scored on outputs of another size (an argmax over fewer
+    classes: a meaningless accuracy, with nothing said)."""
+    x, _ = task.arrays("train")
+    one = to_torch(take(x, 0, 1))
+    with torch.no_grad():
+        want, got = _shapes(call(teacher.eval(), one)), _shapes(call(student.eval(), one))
+    if want != got:
+        raise InvalidPlan(
+            f"the compressed model's outputs have shape {got}, the teacher's {want}: the plan "
+            "narrowed channels the model's output is made of. Exclude the layer that produces "
+            "the output (Experiment.exclude)."
+        )
+
+
+def _shapes(out: Any) -> Any:
+    """The shapes in a model's output (a tensor, or tuples, lists and dicts of them)."""
+    if isinstance(out, torch.Tensor):
+        return tuple(out.shape)
+    if isinstance(out, (tuple, list)):
+        return tuple(_shapes(o) for o in out)
+    if isinstance(out, dict):
+        return {k: _shapes(v) for k, v in out.items()}
+    return type(out).__name__
+
+
 def calibration_source(experiment: Experiment) -> Callable[[], Iterator[dict[str, np.ndarray]]]:
     """The task's calibration batches as ``{ONNX input name: array}`` feeds."""
     names = experiment.inputs.named
@@ -297,6 +326,7 @@ def compress(
     steps.prune()
     steps.factorize()
     steps.sparsify()
+    check_output_shape(steps.student, steps.teacher, experiment.task)
     steps.finetune()
     check_finite(steps.student, experiment.task)
     quantizer = OnnxQuantizer(calibration_source(experiment), target=experiment.target)

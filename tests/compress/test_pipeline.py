@@ -100,3 +100,35 @@ def test_a_model_that_outputs_nan_is_refused_with_the_reason(tiny, tmp_path: Pat
     with pytest.raises(InvalidPlan, match=f"NaN or inf on {len(x)} of {len(x)} inputs"):
         onnx_accuracy(path, x, y)
     assert onnx_accuracy(export_onnx(trained_model(), tiny.example_input, path), x, y) > 0.5
+
+
+class _HeadFirst(torch.nn.Module):
+    """The output head registered before a gate layer: the last weight layer (which the space
+    leaves alone as "the output") is the gate, so the head's channels are a pruning knob."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = torch.nn.Linear(16, 4)  # the tiny task's 4 classes
+        self.body = torch.nn.Linear(24, 16)
+        self.gate = torch.nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.body(x))
+        return self.head(h * torch.sigmoid(self.gate(h)))
+
+
+def test_a_plan_that_narrows_the_output_is_refused_before_fine_tuning(tiny, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Pruning the head's channels used to score an argmax over fewer classes, with nothing
+    said: refused with both shapes, before any epoch is spent."""
+    from dataclasses import replace
+
+    from edgecompress.search.engine import checked_reference, space_of
+
+    experiment = replace(tiny, model=_HeadFirst, space=None)
+    space = space_of(experiment, checked_reference(experiment))
+    assert "prune.head" in {k.name for k in space.knobs()}  # the space cannot tell
+    with pytest.raises(InvalidPlan, match=r"shape \(1, 2\), the teacher's \(1, 4\)"):
+        compress(experiment, Plan({"prune.head": 0.5, "finetune.epochs": 50}), tmp_path)
+    # a plan that leaves the head alone builds
+    built = compress(experiment, Plan({"prune.body": 0.5, "finetune.epochs": 0}), tmp_path)
+    assert built.onnx_path.exists()
