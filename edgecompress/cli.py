@@ -34,6 +34,7 @@ from edgecompress.search import (
 from edgecompress.search.recost import recost
 from edgecompress.search.storage import open_storage, redacted, study_names
 from edgecompress.targets.profile import load_profile
+from edgecompress.targets.target import RUNTIMES
 from edgecompress.tasks import ClassificationTask, RegressionTask
 from edgecompress.tasks.metrics import shown
 
@@ -88,6 +89,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     screen.add_argument("--no-screen", dest="screen", action="store_false")
     s.add_argument("--targets", help="folder of target profiles (default ./targets)")
+    s.add_argument(
+        "--runtime",
+        choices=sorted(RUNTIMES),
+        help="what runs the deployed model, for its latency and metrics (default: the "
+        "experiment's target's, onnxruntime; openvino needs edgecompress[openvino]); another "
+        "runtime is another study (--study NAME)",
+    )
     s.add_argument(
         "--strategy",
         choices=sorted(STRATEGIES),
@@ -181,6 +189,9 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("experiment", help=EXPERIMENT_HELP)
     pr.add_argument("--format", choices=("table", "csv", "json"), default="table")
     pr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    pr.add_argument(
+        "--runtime", choices=sorted(RUNTIMES), help="profile on this runtime (as search)"
+    )
     cli_table.add_parser(sub)
     return p
 
@@ -234,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _search(args: argparse.Namespace) -> int:
     experiment = load_experiment(args.experiment)
+    if args.runtime is not None:
+        experiment = experiment.with_runtime(args.runtime)
     result = search(
         experiment,
         trials=args.trials,
@@ -392,6 +405,8 @@ def _space(args: argparse.Namespace) -> int:
 
 def _profile(args: argparse.Namespace) -> int:
     experiment = load_experiment(args.experiment)
+    if args.runtime is not None:
+        experiment = experiment.with_runtime(args.runtime)
     frame = profile_report(experiment, progress=not args.no_progress)
     if args.format != "table":
         print(frame.to_json(orient="records") if args.format == "json" else frame.to_csv())

@@ -117,6 +117,18 @@ class Experiment:
         costs = tuple(o for o in self.objectives if o in COSTS)
         return replace(self, task=self.task.with_metric(name), objectives=costs)
 
+    def with_runtime(self, runtime: str) -> Experiment:
+        """This experiment with its target run by ``runtime`` instead (``--runtime``): its
+        latency and metrics measured there."""
+        from edgecompress.targets.target import RUNTIMES
+
+        if runtime not in RUNTIMES:
+            raise EdgeCompressError(f"--runtime {runtime!r}: choose among {sorted(RUNTIMES)}")
+        device = RUNTIMES[runtime][0]
+        return replace(
+            self, target=replace(self.target, runtime=runtime, execution_provider=device)
+        )
+
     @cached_property
     def inputs(self) -> InputSpec:
         """The model's inputs: their form, ONNX names (``forward``'s parameter names for a

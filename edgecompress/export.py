@@ -162,10 +162,10 @@ def _verify(
     record: dict[str, Any],
     what: str = "stored model",
 ) -> None:
-    """The study's metric of the file, recomputed in ONNX Runtime now on the validation (and
-    test) split, equals the recorded one (to 1e-5 relative: a trial scored on another
-    machine's CPU may differ in the last float digits of a continuous metric; one sample in
-    2,000 changes an accuracy by 5e-4)."""
+    """The study's metric of the file, recomputed now in the study's runtime (ONNX Runtime or
+    OpenVINO) on the validation (and test) split, equals the recorded one (to 1e-5 relative: a
+    trial scored on another machine's CPU may differ in the last float digits of a continuous
+    metric; one sample in 2,000 changes an accuracy by 5e-4)."""
     name = result.metric
     if name not in experiment.task.metric_names:
         raise EdgeCompressError(
@@ -177,7 +177,11 @@ def _verify(
     splits = [("val", name)]
     if experiment.task.test is not None and record[f"test_{name}"] is not None:
         splits.append(("test", f"test_{name}"))
-    scorer = OnnxMetrics(experiment.task, experiment.inputs)
+    # the stored file in the runtime the study scored it with; a converted .ort in ONNX Runtime
+    runtime = result.meta["target"].get("runtime", "onnxruntime")
+    scorer = OnnxMetrics(
+        experiment.task, experiment.inputs, runtime if what == "stored model" else "onnxruntime"
+    )
     for split, key in splits:
         now = scorer.scores(model, split)[name]
         if not math.isclose(now, record[key], rel_tol=1e-5, abs_tol=1e-9):
@@ -233,7 +237,13 @@ def _remeasure(experiment: Experiment, result: Result, model: Path) -> float:
     reference = reference_of(experiment)
     threads = int(result.meta["target"]["threads"])  # as the study measured, whatever the file
     with CpuGate().measure():
-        m = measure_ratio(model, reference.onnx, reference.feed, threads=threads)
+        m = measure_ratio(
+            model,
+            reference.onnx,
+            reference.feed,
+            threads=threads,
+            runtime=str(result.meta["target"].get("runtime", "onnxruntime")),
+        )
     return m.ratio * float(result.meta["reference_latency_ms"])
 
 

@@ -106,11 +106,14 @@ def measure_ratio(
     rounds: int = 30,
     warmup_s: float = 0.3,
     block_ms: float = 25.0,
+    runtime: str = "onnxruntime",
 ) -> Measurement:
     """The rounds of ``targets.runner`` (the code every latency table is measured with), on
-    two whole models as the target runs them (all graph optimizations)."""
+    two whole models as the target runs them (all graph optimizations) in ``runtime``
+    (``Target.runtime``)."""
     rounds, warmup_s = scaled(rounds, warmup_s)
-    cand, ref = _timed(candidate, feed, threads), _timed(reference, feed, threads)
+    cand = _timed(candidate, feed, threads, runtime)
+    ref = _timed(reference, feed, threads, runtime)
     ratios = interleaved(
         [cand], ref, rounds=rounds, warmup_s=warmup_s, block_ms=block_ms, min_runs=10
     )[0]
@@ -125,16 +128,21 @@ def measure_absolute_ms(
     threads: int,
     rounds: int = 40,
     warmup_s: float = 0.5,
+    runtime: str = "onnxruntime",
 ) -> float:
     """Median per-call time over ``rounds`` blocks (only for the study's reference latency)."""
     rounds, warmup_s = scaled(rounds, warmup_s)
-    timed = _timed(model, feed, threads)
+    timed = _timed(model, feed, threads, runtime)
     timed.warm_up(warmup_s, 25.0, min_runs=10)
     return float(np.median([timed.block_ms() for _ in range(rounds)]))
 
 
-def _timed(model: Path | bytes, feed: Feed, threads: int) -> Timed:
+def _timed(model: Path | bytes, feed: Feed, threads: int, runtime: str) -> Timed:
     source = model if isinstance(model, bytes) else str(model)
+    if runtime == "openvino":
+        from edgecompress.targets.openvino import OpenVinoTimed  # an optional dependency
+
+        return OpenVinoTimed(source, threads, feed)
     timed = Timed(source, threads, optimize=True)
     timed.feed = feed_of(timed.sess, feed)
     return timed
@@ -158,7 +166,11 @@ class MeasuredLatency:
     def __call__(self, candidate: Candidate) -> dict[str, float]:
         with self.gate():
             m = measure_ratio(
-                candidate.onnx_path, self.reference, self.feed, threads=self.target.threads
+                candidate.onnx_path,
+                self.reference,
+                self.feed,
+                threads=self.target.threads,
+                runtime=self.target.runtime,
             )
         return {
             "latency_ms": m.ratio * self.reference_ms,

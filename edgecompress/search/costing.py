@@ -102,6 +102,15 @@ def costing_for(
 
     if latency is not None and latency not in SOURCES:
         raise EdgeCompressError(f"--latency must be one of {SOURCES}, got {latency!r}")
+    runtime = experiment.target.runtime
+    if runtime != "onnxruntime":  # tables are timed by ONNX Runtime's runner
+        if target is not None or latency == "table" or screen:
+            raise EdgeCompressError(
+                f"the experiment's target runs {runtime}: latency tables are measured with "
+                "ONNX Runtime, so its latency is measured live on this machine. Leave out "
+                "--target, --latency table and --screen."
+            )
+        return None
     profile = load_profile(target or experiment.target.name, targets)
     local = measured_here(profile)
     source = latency or ("live" if local else "table")

@@ -311,7 +311,10 @@ def new_study_meta(
     else:
         with CpuGate().measure():
             reference_ms = measure_absolute_ms(
-                reference.onnx, reference.feed, threads=experiment.target.threads
+                reference.onnx,
+                reference.feed,
+                threads=experiment.target.threads,
+                runtime=experiment.target.runtime,
             )
         budget, speedup = resolve_budget(budget_ms, speedup, reference_ms)
         fastest = fastest_reachable_ms(experiment, space, reference, reference_ms)
@@ -370,7 +373,10 @@ def profile_report(experiment: Experiment, *, progress: bool = True) -> pd.DataF
     space = space_of(experiment, reference)
     with CpuGate().measure():
         reference_ms = measure_absolute_ms(
-            reference.onnx, reference.feed, threads=experiment.target.threads
+            reference.onnx,
+            reference.feed,
+            threads=experiment.target.threads,
+            runtime=experiment.target.runtime,
         )
     probe = LatencyProbe(experiment, reference, reference_ms)
     with _profile_bar(progress) as step:

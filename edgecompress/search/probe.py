@@ -91,6 +91,7 @@ class LatencyProbe:
                 self.reference.feed,
                 threads=self.experiment.target.threads,
                 rounds=self.rounds,
+                runtime=self.experiment.target.runtime,
             )
         return m.ratio * self.reference_ms
 

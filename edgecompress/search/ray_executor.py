@@ -25,6 +25,7 @@ from edgecompress.experiment import Experiment
 from edgecompress.search.executors import Loop, OnDone, describe_error
 from edgecompress.search.ledger import Ledger
 from edgecompress.search.trial import Outcome, run_trial_by_ref
+from edgecompress.targets import Target
 
 RESULT_KEY = "edgecompress_outcome"
 
@@ -37,7 +38,11 @@ def _trainable(config: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(1)  # one CPU per trial, as Tune reserved
     try:
         outcome = run_trial_by_ref(
-            config["ref"], config["plan"], costing=config["costing"], **config["job"]
+            config["ref"],
+            config["plan"],
+            costing=config["costing"],
+            target=config["target"],
+            **config["job"],
         )
     except Exception as exc:  # noqa: BLE001 - recorded on the trial by the driver
         return {RESULT_KEY: json.dumps({"error": describe_error(exc)})}
@@ -88,7 +93,7 @@ def run_on_ray(
         init.update(address="local", num_cpus=workers, _temp_dir=str(work / "ray"))
     else:
         init.update(address=address)
-    searcher = _searcher_class()(ledger, experiment.ref, total, on_done)
+    searcher = _searcher_class()(ledger, experiment.ref, experiment.target, total, on_done)
     try:
         _init(ray, init, address)
         tuner = tune.Tuner(
@@ -136,9 +141,12 @@ def _searcher_class() -> type:
     class LedgerSearcher(Searcher):
         """Asks the Optuna study for trials and tells it their outcomes."""
 
-        def __init__(self, ledger: Ledger, ref: str | None, total: int, on_done: OnDone) -> None:
+        def __init__(
+            self, ledger: Ledger, ref: str | None, target: Target, total: int, on_done: OnDone
+        ) -> None:
             super().__init__(metric=None, mode=None)
             self.ledger, self.ref, self.total = ledger, ref, total
+            self.target = target.to_dict()  # the driver's (its --runtime), not the file's
             self.loop = Loop(ledger, on_done)
             self.live: dict[str, optuna.Trial] = {}
             self.stop_error: Exception | None = None
@@ -155,6 +163,7 @@ def _searcher_class() -> type:
             self.live[trial_id] = trial
             return {
                 "ref": self.ref,
+                "target": self.target,
                 "plan": plan.to_dict(),
                 "number": trial.number,
                 "costing": costing.to_dict() if (costing := self.ledger.costing) else None,

@@ -22,6 +22,7 @@ from edgecompress.gate import CpuGate
 from edgecompress.plan import Plan
 from edgecompress.search.costing import Costing
 from edgecompress.search.probe import LatencyProbe, Reference, reference_of
+from edgecompress.targets import Target
 from edgecompress.targets.table import Prediction, TableError
 
 
@@ -75,7 +76,9 @@ def run_trial(
     with tempfile.TemporaryDirectory() as tmp:
         candidate = compress(experiment, plan, Path(tmp), gate=gate.work)
         with gate.work():
-            metrics = OnnxMetrics(experiment.task, experiment.inputs)(candidate)
+            metrics = OnnxMetrics(experiment.task, experiment.inputs, experiment.target.runtime)(
+                candidate
+            )
         if costing is not None:
             with gate.work():
                 model = Path(candidate.onnx_path).read_bytes()
@@ -183,9 +186,14 @@ def run_trial_by_ref(
     costing: dict[str, Any] | None = None,
     budget_ms: float | None = None,
     seed: int | None = None,
+    target: dict[str, Any] | None = None,
 ) -> Outcome:
-    """The entry point of a worker in another process: imports the experiment itself."""
+    """The entry point of a worker in another process: imports the experiment itself; its
+    target is the driver's (``target``: ``Target.to_dict``, a ``--runtime`` the driver was
+    given included)."""
     experiment, reference = _worker_context(ref)
+    if target is not None:
+        experiment = replace(experiment, target=Target.from_dict(target))
     return run_trial(
         experiment,
         Plan.from_dict(plan),
