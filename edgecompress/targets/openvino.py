@@ -32,29 +32,40 @@ def _openvino() -> Any:
         ) from None
 
 
-def compiled(model: str | bytes | Path, threads: int) -> Any:
-    """``model`` (a path or ONNX bytes) compiled by OpenVINO's CPU plugin for latency."""
-    ov = _openvino()
-    core = ov.Core()
+def read(model: str | bytes | Path) -> Any:
+    """``model`` (a path or ONNX bytes) read by OpenVINO, not yet compiled."""
+    core = _openvino().Core()
+    if not isinstance(model, bytes):
+        return core.read_model(str(model))
+    fd, name = tempfile.mkstemp(suffix=".onnx")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(model)
+        return core.read_model(name)
+    finally:
+        os.unlink(name)
+
+
+def compiled(
+    model: str | bytes | Path | Any, threads: int, shapes: dict[str, tuple[int, ...]] | None = None
+) -> Any:
+    """``model`` (a path, ONNX bytes or a model ``read`` returned) compiled by OpenVINO's CPU
+    plugin for latency; ``shapes`` (``{input name: shape}``) fixes its inputs' shapes first, as
+    a deployment at one batch size does (otherwise they stay as exported: the batch dynamic)."""
+    net = read(model) if isinstance(model, (str, bytes, Path)) else model
+    if shapes:
+        net.reshape({name: list(shape) for name, shape in shapes.items()})
     config = {
         "INFERENCE_NUM_THREADS": threads,
         "NUM_STREAMS": 1,
         "PERFORMANCE_HINT": "LATENCY",
         "INFERENCE_PRECISION_HINT": "f32",
     }
-    if isinstance(model, bytes):
-        fd, name = tempfile.mkstemp(suffix=".onnx")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(model)
-            return core.compile_model(core.read_model(name), "CPU", config)
-        finally:
-            os.unlink(name)
-    return core.compile_model(core.read_model(str(model)), "CPU", config)
+    return _openvino().Core().compile_model(net, "CPU", config)
 
 
 def input_names(model: Any) -> list[str]:
-    """The compiled model's input names (each input's first name: the ONNX one)."""
+    """The input names of a model (read or compiled): each input's first name, the ONNX one."""
     return [port.get_any_name() for port in model.inputs]
 
 
@@ -68,8 +79,8 @@ class OpenVinoTimed(Timed):
         threads: int,
         feed: np.ndarray | dict[str, np.ndarray],
     ) -> None:
-        self.model = compiled(model, threads)
-        wanted = input_names(self.model)
+        net = read(model)
+        wanted = input_names(net)
         if not isinstance(feed, dict):  # one array: the model's one input
             if len(wanted) != 1:
                 raise ValueError(f"the ONNX model takes inputs {wanted}: feed {{name: array}}")
@@ -81,6 +92,8 @@ class OpenVinoTimed(Timed):
                 f"{missing}). Export it with the experiment's input names."
             )
         self.feed = {n: np.ascontiguousarray(feed[n]) for n in wanted}
+        # static shapes, the feed's: as deployed at one batch size
+        self.model = compiled(net, threads, {n: a.shape for n, a in self.feed.items()})
         self.request = self.model.create_infer_request()
         ov = _openvino()
         for name, array in self.feed.items():

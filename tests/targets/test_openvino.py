@@ -69,9 +69,9 @@ def test_the_measurement_goes_through_openvino(tiny, monkeypatch) -> None:  # ty
 
     compiled, calls = openvino.compiled, []
 
-    def counted(model, threads):  # type: ignore[no-untyped-def]
-        calls.append(threads)
-        return compiled(model, threads)
+    def counted(model, threads, shapes=None):  # type: ignore[no-untyped-def]
+        calls.append((threads, shapes))
+        return compiled(model, threads, shapes)
 
     monkeypatch.setattr(openvino, "compiled", counted)
     reference = checked_reference(tiny)
@@ -80,7 +80,9 @@ def test_the_measurement_goes_through_openvino(tiny, monkeypatch) -> None:  # ty
     measure_ratio(
         reference.onnx, reference.onnx, reference.feed, threads=1, rounds=7, runtime="openvino"
     )
-    assert calls == [1, 1]  # the candidate and the reference, on the target's one thread
+    # the candidate and the reference, on the target's one thread, at the feed's fixed shapes
+    shapes = {name: a.shape for name, a in reference.feed.items()}
+    assert calls == [(1, shapes), (1, shapes)]
 
 
 def test_a_search_on_openvino_records_it_and_export_verifies_there(workdir, capsys) -> None:  # type: ignore[no-untyped-def]
