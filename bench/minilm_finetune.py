@@ -56,7 +56,8 @@ def main() -> None:
     teacher = experiment.model().eval()
     x, y = experiment.task.arrays("val")
     settings = experiment.task.finetune
-    results = {"teacher": cosine(teacher, x, y), "runs": []}
+    runs: list[dict[str, float]] = []
+    results: dict[str, object] = {"teacher": cosine(teacher, x, y), "runs": runs}
     print(f"teacher: val cosine {results['teacher']:.4f}")
     prune = [k for k in space.knobs() if k.section == "prune" and k.kind == "float"]
     for ratio in args.ratios:
@@ -64,9 +65,9 @@ def main() -> None:
         plan = replay(space, params)
         pruner = ChannelPruner(experiment.example_input, seed=experiment.seed)
         untrained = pruner.apply(experiment.model().eval(), plan)
-        kept = sum(p.numel() for p in untrained.parameters())
+        size = sum(p.numel() for p in untrained.parameters())
         start = cosine(untrained, x, y)
-        print(f"ratio {ratio}: {kept / 1e6:.1f}M parameters, untrained val cosine {start:.4f}")
+        print(f"ratio {ratio}: {size / 1e6:.1f}M parameters, untrained val cosine {start:.4f}")
         for epochs in args.epochs:
             for lr in args.lrs:
                 student = pruner.apply(experiment.model().eval(), plan)
@@ -77,10 +78,10 @@ def main() -> None:
                 took = time.perf_counter() - began
                 found = cosine(student, x, y)
                 print(f"  lr {lr:g}, {epochs} epochs: val cosine {found:.4f} ({took:.0f} s)")
-                results["runs"].append(
+                runs.append(
                     {
                         "ratio": ratio,
-                        "parameters": kept,
+                        "parameters": size,
                         "untrained": start,
                         "lr": lr,
                         "epochs": epochs,
@@ -88,12 +89,13 @@ def main() -> None:
                         "seconds": took,
                     }
                 )
-    def key(run: dict) -> tuple:
+
+    def key(run: dict[str, float]) -> tuple[float, float, float]:
         return run["ratio"], run["lr"], run["epochs"]
 
-    kept = json.loads(OUT.read_text())["runs"] if OUT.exists() else []
-    ran = {key(r) for r in results["runs"]}
-    results["runs"] = sorted([r for r in kept if key(r) not in ran] + results["runs"], key=key)
+    kept: list[dict[str, float]] = json.loads(OUT.read_text())["runs"] if OUT.exists() else []
+    ran = {key(r) for r in runs}
+    results["runs"] = sorted([r for r in kept if key(r) not in ran] + runs, key=key)
     OUT.write_text(json.dumps(results, indent=1) + "\n")
 
 

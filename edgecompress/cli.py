@@ -183,6 +183,9 @@ def _parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("space", help="show what a search would vary, and what it leaves alone")
     sp.add_argument("experiment", help=EXPERIMENT_HELP)
     sp.add_argument("--format", choices=("table", "json"), default="table", help="(default table)")
+    sp.add_argument(
+        "--runtime", choices=sorted(RUNTIMES), help="what the cached profile was measured on"
+    )
     pr = sub.add_parser(
         "profile", help="measure (or show the cached) sensitivity of each layer and its cost"
     )
@@ -365,7 +368,10 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _space(args: argparse.Namespace) -> int:
-    knobs, skipped, dominated = space_and_dominated(load_experiment(args.experiment))
+    experiment = load_experiment(args.experiment)
+    if args.runtime is not None:
+        experiment = experiment.with_runtime(args.runtime)
+    knobs, skipped, dominated = space_and_dominated(experiment)
     if args.format == "json":  # the knobs and layers left alone, as before
         print(json.dumps(knobs + skipped, indent=2, allow_nan=False))
         return 0

@@ -61,8 +61,9 @@ def export(
     """Writes ``path`` (.onnx) and the manifest beside it (.json); returns the manifest.
 
     The ONNX file recorded with the trial is checked before anything is written: the study's
-    metric on the validation (and test) split, recomputed now in ONNX Runtime, must equal the
-    recorded one. An existing file at ``path`` is replaced only once that check passed.
+    metric on the validation (and test) split, recomputed now in the study's runtime (ONNX
+    Runtime or OpenVINO), must equal the recorded one. An existing file at ``path`` is replaced
+    only once that check passed.
     ``remeasure`` also times it again against the reference and records that latency.
     ``formats``: ``"ort"`` also writes the ONNX Runtime Mobile format beside it (``.ort``,
     converted by ONNX Runtime's own converter), checked the same way (its metric must equal
@@ -76,6 +77,12 @@ def export(
         raise EdgeCompressError(
             f"export formats {unknown} are not known: choose among {', '.join(FORMATS)} (the "
             ".onnx file is always written)."
+        )
+    runtime = result.meta["target"].get("runtime", "onnxruntime")
+    if "ort" in formats and runtime != "onnxruntime":
+        raise EdgeCompressError(
+            f"--format ort is ONNX Runtime Mobile's format; study {result.study_name!r} was "
+            f"measured on {runtime}: export the .onnx alone (--format onnx)."
         )
     _check_writable(path)
     number = pick_trial(result, trial)

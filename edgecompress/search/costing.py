@@ -110,6 +110,12 @@ def costing_for(
                 "ONNX Runtime, so its latency is measured live on this machine. Leave out "
                 "--target, --latency table and --screen."
             )
+        if experiment.target.name != "local-cpu":  # it would be measured here under its name
+            raise EdgeCompressError(
+                f"target {experiment.target.name!r} runs {runtime}, which is measured live on "
+                "this machine only: name it 'local-cpu' (Target(name='local-cpu', runtime="
+                f"{runtime!r})), or run the search on that device."
+            )
         return None
     profile = load_profile(target or experiment.target.name, targets)
     local = measured_here(profile)

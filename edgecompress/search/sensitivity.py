@@ -26,14 +26,16 @@ Computed once per model, space, target and latency source, and cached (``$EDGECO
   width, with the rest of the base: the deployed ONNX file's divergence from the teacher, and its
   latency, measured on that same file (one build per point).
 
-A model whose base plan takes more than ``SLOW_BUILD_S`` to build and score (the pretrained
-MiniLM: 10-15 s a build, 181 points, 43 minutes before this rule; the CNNs here: under 2 s) is
+A model of more than ``LARGE_MODEL`` parameters (the pretrained MiniLM, 22.7M: 10-15 s a build,
+181 points, 43 minutes before this rule; the CNNs and the MLP here, 0.1-3.2M: under 2 s) is
 profiled more sparsely: each group's pruning latency is measured at two levels (nearest half,
 and the most) and interpolated at the others, where its damage is still measured; and a width
 whose every-layer plan measures no faster (within ``SCREEN_TIE``) than the base's or another
 width's, and no more faithful, is ``screened`` (fp16 on a CPU without fp16 kernels): not
-profiled layer by layer, never allocated. Where builds are cheap every layer is profiled at every
-width: a width that loses on every layer at once may still pay on the largest.
+profiled layer by layer, never allocated. That screen is a heuristic: the every-layer plan of
+each width covers the layers that may take it (int4 only the MatMuls), and a width that loses on
+every layer at once may still pay on the largest; where builds are cheap every layer is
+profiled at every width.
 
 Latencies are kept as ratios to the reference model, so a cached profile serves a later study
 whose reference was timed at another moment. Damage is measured on the first ``SAMPLES``
@@ -47,7 +49,6 @@ import json
 import math
 import os
 import tempfile
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -59,11 +60,12 @@ import torch
 from torch import nn
 
 from edgecompress.compress import ChannelPruner, compress
-from edgecompress.evaluators.latency import feed_of
-from edgecompress.evaluators.runtime import session
+from edgecompress.compress.pipeline import check_output_shape
+from edgecompress.errors import EdgeCompressError
+from edgecompress.evaluators.metrics import onnx_outputs
 from edgecompress.experiment import Experiment
 from edgecompress.inputs import call, rows, take, to_torch
-from edgecompress.plan import Plan
+from edgecompress.plan import InvalidPlan, Plan
 from edgecompress.search.probe import LatencyProbe
 from edgecompress.spaces import Knob, Space, baseline_params, describe, on_grid, replay
 from edgecompress.targets import describe_device
@@ -75,10 +77,11 @@ SAMPLES = 512
 # a width whose every-layer plan is at most this much faster than a more faithful alternative's
 # (the base, or another width on every layer) is not profiled layer by layer
 SCREEN_TIE = 0.03
-# a model whose base plan takes longer than this to build and score (a 22M-parameter
-# transformer: 10-15 s here; the 1-D and 2-D CNNs: under 2 s) has each group's pruning latency
-# measured at two levels, not at each: its damage, in PyTorch, is cheap at every level
-SLOW_BUILD_S = 4.0
+# a model of more parameters than this (a 22M-parameter transformer: 10-15 s a build here; the
+# 1-D and 2-D CNNs and the MLP, up to 3.2M: under 2 s) has each group's pruning latency measured
+# at two levels, not at each (its damage, in PyTorch, is cheap at every level), and widths
+# screened on every layer first. Decided by the model, not by a timing: the profile is cached.
+LARGE_MODEL = 10_000_000
 BASE_WIDTH = 0.0  # the base's entry among the alternatives a width is screened against
 EVERY = "bits (every layer)"  # how a width on every layer is named in reports
 VERSION = 4  # v4: widths screened on every layer first; v3: dynamic int8 a candidate base; v2:
@@ -95,7 +98,7 @@ class Point:
     value: float
     damage: float
     ratio: float
-    measured: bool = True  # False: the latency is interpolated (see ``SLOW_BUILD_S``)
+    measured: bool = True  # False: the latency is interpolated (see ``LARGE_MODEL``)
 
 
 @dataclass(frozen=True)
@@ -170,7 +173,7 @@ class Sensitivity:
                     )
         for name, points in self.prune.items():
             for p in points:
-                if p.ratio >= self.base_ratio:
+                if p.measured and p.ratio >= self.base_ratio:
                     found.append(
                         {
                             "knob": name,
@@ -202,7 +205,7 @@ class Sensitivity:
     def rows(self, reference_ms: float) -> list[dict[str, Any]]:
         """One row per profiled point: knob, value, damage, the latency it saves (ms, > 0
         faster than the base) and whether that latency was measured (or interpolated between
-        measured levels, see ``SLOW_BUILD_S``); then each width on every layer
+        measured levels, see ``LARGE_MODEL``); then each width on every layer
         (``bits (every layer)``)."""
         sections = (("prune", self.prune), ("bits", self.bits), ("bits", {EVERY: self.uniform}))
         return [
@@ -231,7 +234,12 @@ def sensitivity(
     path = _cache_path(experiment, space, probe)
     if cache and path.exists():
         return Sensitivity.from_dict(json.loads(path.read_text())["profile"])
-    profile = _Profiler(experiment, space, probe, progress or (lambda _: None)).run()
+    try:
+        profile = _Profiler(experiment, space, probe, progress or (lambda _: None)).run()
+    except InvalidPlan as exc:  # a knob's value that breaks the model (a search checks first)
+        raise EdgeCompressError(
+            f"the sensitivity profile met a plan that cannot be built: {exc}"
+        ) from None
     if cache:
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps({"version": VERSION, "profile": profile.to_dict()}))
@@ -359,10 +367,9 @@ class _Profiler:
         return replay(self.space, {**self.base, **changes})
 
     def run(self) -> Sensitivity:
-        started = time.perf_counter()
         base_damage, base_ratio = self.deployed({})
-        # a build (and its damage) measured slow: pruning latencies at two levels per group
-        sparse = time.perf_counter() - started > SLOW_BUILD_S
+        # a large model (slow to build): pruning latencies at two levels per group
+        sparse = sum(p.numel() for p in self.teacher.parameters()) > LARGE_MODEL
         prune = {
             name: self.group(name, prune_levels(knob), base_ratio, sparse=sparse)
             for name, knob in self.knobs.items()
@@ -442,6 +449,7 @@ class _Profiler:
         plan = self.plan({name: level})
         pruner = ChannelPruner(self.experiment.example_input, seed=self.experiment.seed)
         model = pruner.apply(self.teacher, plan)
+        check_output_shape(model, self.teacher, self.experiment.task)
         _reestimate_batchnorm(model, self.x)
         with torch.no_grad():
             damage = self._damage(call(model, to_torch(self.x)).numpy())
@@ -466,12 +474,17 @@ class _Profiler:
             # its latency from this file: a second build only for it cost as much again (a
             # build is 5-10 s on a 22M-parameter transformer)
             ratio = self.probe.built(plan, candidate.onnx_path) / self.probe.reference_ms
-        sess = session(model, threads=self.experiment.target.threads)
-        feed = feed_of(sess, self.experiment.inputs.named(self.x))
-        logits = np.concatenate(
-            [sess.run(None, take(feed, i, i + 256))[0] for i in range(0, rows(self.x), 256)]
-        )
-        return self._damage(logits), ratio
+        target = self.experiment.target
+        try:  # in the target's runtime, as a trial is scored
+            outputs = onnx_outputs(
+                model,
+                self.experiment.inputs.named(self.x),
+                threads=target.threads,
+                runtime=target.runtime,
+            )
+        except InvalidPlan:  # outputs NaN or inf
+            return float("inf"), ratio
+        return self._damage(outputs), ratio
 
 
 def _reestimate_batchnorm(model: nn.Module, x: Any, batch: int = 64) -> None:

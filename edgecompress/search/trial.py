@@ -54,9 +54,10 @@ def run_trial(
     budget_ms: float | None = None,
     seed: int | None = None,
 ) -> Outcome:
-    """Compress, then evaluate the ONNX artifact: its metrics in ORT, latency (measured, or from
-    the target's table), size. Given ``budget_ms``, the plan's latency is known before anything
-    is trained (``_screen``) and a plan known to miss the budget is handed back ``screened``.
+    """Compress, then evaluate the ONNX artifact: its metrics in the target's runtime (ONNX
+    Runtime or OpenVINO), latency (measured there, or from the target's table), size. Given
+    ``budget_ms``, the plan's latency is known before anything is trained (``_screen``) and a
+    plan known to miss the budget is handed back ``screened``.
     ``seed`` (default: the experiment's) seeds the fine-tune and every random step.
 
     The ONNX file is left in ``staging`` (a folder the driver can read: local, or shared by the

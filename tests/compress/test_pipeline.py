@@ -117,18 +117,33 @@ class _HeadFirst(torch.nn.Module):
         return self.head(h * torch.sigmoid(self.gate(h)))
 
 
-def test_a_plan_that_narrows_the_output_is_refused_before_fine_tuning(tiny, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_plan_that_narrows_the_output_is_refused_before_fine_tuning(
+    tiny, tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
     """Pruning the head's channels used to score an argmax over fewer classes, with nothing
     said: refused with both shapes, before any epoch is spent."""
     from dataclasses import replace
 
+    from edgecompress.errors import EdgeCompressError
     from edgecompress.search.engine import checked_reference, space_of
+    from edgecompress.search.probe import LatencyProbe
+    from edgecompress.search.sensitivity import sensitivity
+    from edgecompress.tasks import ClassificationTask
 
     experiment = replace(tiny, model=_HeadFirst, space=None)
-    space = space_of(experiment, checked_reference(experiment))
+    reference = checked_reference(experiment)
+    space = space_of(experiment, reference)
     assert "prune.head" in {k.name for k in space.knobs()}  # the space cannot tell
+
+    def no_training(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("fine-tuned before the plan was refused")
+
+    monkeypatch.setattr(ClassificationTask, "fit", no_training)
     with pytest.raises(InvalidPlan, match=r"shape \(1, 2\), the teacher's \(1, 4\)"):
         compress(experiment, Plan({"prune.head": 0.5, "finetune.epochs": 50}), tmp_path)
+    # the sensitivity profile (`edgecompress profile`) says so too, instead of a traceback
+    with pytest.raises(EdgeCompressError, match="cannot be built.*shape"):
+        sensitivity(experiment, space, LatencyProbe(experiment, reference, 1.0), cache=False)
     # a plan that leaves the head alone builds
     built = compress(experiment, Plan({"prune.body": 0.5, "finetune.epochs": 0}), tmp_path)
     assert built.onnx_path.exists()

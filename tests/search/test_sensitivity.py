@@ -272,7 +272,7 @@ def test_a_width_no_faster_and_less_faithful_on_every_layer_is_not_profiled_per_
     cheap = sensitivity(experiment, space, HalfProbe(experiment, reference, 1.0), cache=False)
     assert cheap.screened == () and len(cheap.uniform) > 0
     assert all(16.0 in {p.value for p in pts} for pts in cheap.bits.values())
-    monkeypatch.setattr(module, "SLOW_BUILD_S", 0.0)  # every build counts as slow
+    monkeypatch.setattr(module, "LARGE_MODEL", 0)  # every model counts as large
     knobs = {k.name: k for k in space.knobs() if k.section == "bits" and k.kind == "ordinal"}
     assert all(16 in k.choices and 32 in k.choices for k in knobs.values())
     slow = sensitivity(experiment, space, HalfProbe(experiment, reference, 1.0), cache=False)
@@ -297,7 +297,7 @@ def test_a_width_no_faster_and_less_faithful_on_every_layer_is_not_profiled_per_
     assert {p.value for p in fast.uniform} == others
 
 
-def test_a_slow_build_times_two_levels_per_group_and_interpolates_the_rest(
+def test_a_large_model_times_two_levels_per_group_and_interpolates_the_rest(
     tiny, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
     import importlib
@@ -308,7 +308,7 @@ def test_a_slow_build_times_two_levels_per_group_and_interpolates_the_rest(
     experiment, space, reference = _setup(tiny)
     full = sensitivity(experiment, space, FakeProbe(experiment, reference, 1.0), cache=False)
     assert all(p.measured for pts in full.prune.values() for p in pts)
-    monkeypatch.setattr(module, "SLOW_BUILD_S", 0.0)  # every build counts as slow
+    monkeypatch.setattr(module, "LARGE_MODEL", 0)  # every model counts as large
     probe = FakeProbe(experiment, reference, 1.0)
     sparse = sensitivity(experiment, space, probe, cache=False)
     for name, points in sparse.prune.items():
@@ -321,6 +321,6 @@ def test_a_slow_build_times_two_levels_per_group_and_interpolates_the_rest(
             assert p.ratio == pytest.approx(q.ratio)
     # fewer plans built than with every level timed
     dense = FakeProbe(experiment, reference, 1.0)
-    monkeypatch.setattr(module, "SLOW_BUILD_S", 1e9)
+    monkeypatch.setattr(module, "LARGE_MODEL", 10**12)
     sensitivity(experiment, space, dense, cache=False)
     assert probe.calls < dense.calls

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -111,8 +112,21 @@ def test_a_search_on_openvino_records_it_and_export_verifies_there(workdir, caps
             latency="table",
             progress=False,
         )
+    # measured live here only: a device of another name would be recorded under its name
+    elsewhere = replace(
+        experiment.with_runtime("openvino"),
+        target=replace(experiment.with_runtime("openvino").target, name="pi4"),
+    )
+    with pytest.raises(EdgeCompressError, match="measured live on this machine only"):
+        search(elsewhere, trials=4, study="ov-pi", storage="sqlite:///ov.db", progress=False)
     assert len(open_result("ov", "sqlite:///ov.db").trials) == 3
     capsys.readouterr()
+    # the .ort format is ONNX Runtime Mobile's: refused for an OpenVINO study, nothing written
+    code = main(
+        ["export", "--study", "ov", *storage, "--best", "-o", "o.onnx", "--format", "onnx,ort"]
+    )
+    assert code != 0 and "measured on openvino" in capsys.readouterr().err
+    assert not (workdir / "o.onnx").exists()
     code = main(["export", "--study", "ov", *storage, "--best", "-o", "m.onnx"])
     out = capsys.readouterr().out
     assert code == 0 and "verified" in out
