@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from edgecompress.search.probe import LatencyProbe
 from edgecompress.search.sensitivity import Point, Sensitivity, prune_levels, sensitivity
 from edgecompress.spaces import AutoSpace, Knob
 
+# the module, not the function the package exports under its name
+PROFILER = importlib.import_module("edgecompress.search.sensitivity")
 HALF = 8  # TinyNet's conv2 has 16 output channels: half of them are dead in this model
 
 
@@ -264,15 +267,12 @@ class HalfProbe(FakeProbe):
 def test_a_width_no_faster_and_less_faithful_on_every_layer_is_not_profiled_per_layer(
     tiny, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
-    import importlib
-
-    module = importlib.import_module("edgecompress.search.sensitivity")
     experiment, space, reference = _setup(tiny)
-    # where a build is cheap, every layer is profiled at every width, fp16 included
+    # a small model: every layer is profiled at every width, fp16 included
     cheap = sensitivity(experiment, space, HalfProbe(experiment, reference, 1.0), cache=False)
     assert cheap.screened == () and len(cheap.uniform) > 0
     assert all(16.0 in {p.value for p in pts} for pts in cheap.bits.values())
-    monkeypatch.setattr(module, "LARGE_MODEL", 0)  # every model counts as large
+    monkeypatch.setattr(PROFILER, "LARGE_MODEL", 0)  # every model counts as large
     knobs = {k.name: k for k in space.knobs() if k.section == "bits" and k.kind == "ordinal"}
     assert all(16 in k.choices and 32 in k.choices for k in knobs.values())
     slow = sensitivity(experiment, space, HalfProbe(experiment, reference, 1.0), cache=False)
@@ -300,15 +300,10 @@ def test_a_width_no_faster_and_less_faithful_on_every_layer_is_not_profiled_per_
 def test_a_large_model_times_two_levels_per_group_and_interpolates_the_rest(
     tiny, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
-    import importlib
-
-    # the module, not the function the package exports under its name
-    module = importlib.import_module("edgecompress.search.sensitivity")
-
     experiment, space, reference = _setup(tiny)
     full = sensitivity(experiment, space, FakeProbe(experiment, reference, 1.0), cache=False)
     assert all(p.measured for pts in full.prune.values() for p in pts)
-    monkeypatch.setattr(module, "LARGE_MODEL", 0)  # every model counts as large
+    monkeypatch.setattr(PROFILER, "LARGE_MODEL", 0)  # every model counts as large
     probe = FakeProbe(experiment, reference, 1.0)
     sparse = sensitivity(experiment, space, probe, cache=False)
     for name, points in sparse.prune.items():
@@ -321,6 +316,6 @@ def test_a_large_model_times_two_levels_per_group_and_interpolates_the_rest(
             assert p.ratio == pytest.approx(q.ratio)
     # fewer plans built than with every level timed
     dense = FakeProbe(experiment, reference, 1.0)
-    monkeypatch.setattr(module, "LARGE_MODEL", 10**12)
+    monkeypatch.setattr(PROFILER, "LARGE_MODEL", 10**12)
     sensitivity(experiment, space, dense, cache=False)
     assert probe.calls < dense.calls
