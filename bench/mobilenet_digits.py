@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -187,10 +188,16 @@ def task(finetune: FinetuneSettings | None = None) -> ClassificationTask:
     )
 
 
-experiment = Experiment(
-    name="digits-mobilenet",
-    model=teacher,
-    example_input=torch.zeros(1, 1, SIZE, SIZE),
-    task=task(FinetuneSettings(epochs=8, temperature=4.0, kd_weight=0.7)),
-    target=Target(name="local-cpu", threads=1, batch_size=1),
-)
+def digits_experiment(name: str, model: Callable[[], nn.Module]) -> Experiment:
+    """A digits network's experiment as the benchmarks search it: 8 epochs of distillation,
+    one thread, batch 1 (``bench/resnet_digits.py`` builds its own with it)."""
+    return Experiment(
+        name=name,
+        model=model,
+        example_input=torch.zeros(1, 1, SIZE, SIZE),
+        task=task(FinetuneSettings(epochs=8, temperature=4.0, kd_weight=0.7)),
+        target=Target(name="local-cpu", threads=1, batch_size=1),
+    )
+
+
+experiment = digits_experiment("digits-mobilenet", teacher)

@@ -19,11 +19,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgecompress import Experiment, FinetuneSettings, Target
-
 # experiment files are imported by path (in every worker too): the sibling by its folder
 sys.path.insert(0, str(Path(__file__).parent))
-from mobilenet_digits import SIZE, task, trained  # noqa: E402
+from mobilenet_digits import digits_experiment, trained  # noqa: E402
 
 WIDTHS = (24, 48, 96, 192)
 BLOCKS = 2  # per stage
@@ -75,10 +73,4 @@ def teacher() -> nn.Module:
     return trained(ResNetDigits(), "resnet")
 
 
-experiment = Experiment(
-    name="digits-resnet",
-    model=teacher,
-    example_input=torch.zeros(1, 1, SIZE, SIZE),
-    task=task(FinetuneSettings(epochs=8, temperature=4.0, kd_weight=0.7)),
-    target=Target(name="local-cpu", threads=1, batch_size=1),
-)
+experiment = digits_experiment("digits-resnet", teacher)

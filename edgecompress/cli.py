@@ -246,10 +246,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _search(args: argparse.Namespace) -> int:
+def _experiment(args: argparse.Namespace) -> Experiment:
+    """The experiment named on the command line, on ``--runtime`` where one was given."""
     experiment = load_experiment(args.experiment)
-    if args.runtime is not None:
-        experiment = experiment.with_runtime(args.runtime)
+    return experiment if args.runtime is None else experiment.with_runtime(args.runtime)
+
+
+def _search(args: argparse.Namespace) -> int:
+    experiment = _experiment(args)
     result = search(
         experiment,
         trials=args.trials,
@@ -368,9 +372,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _space(args: argparse.Namespace) -> int:
-    experiment = load_experiment(args.experiment)
-    if args.runtime is not None:
-        experiment = experiment.with_runtime(args.runtime)
+    experiment = _experiment(args)
     knobs, skipped, dominated = space_and_dominated(experiment)
     if args.format == "json":  # the knobs and layers left alone, as before
         print(json.dumps(knobs + skipped, indent=2, allow_nan=False))
@@ -410,9 +412,7 @@ def _space(args: argparse.Namespace) -> int:
 
 
 def _profile(args: argparse.Namespace) -> int:
-    experiment = load_experiment(args.experiment)
-    if args.runtime is not None:
-        experiment = experiment.with_runtime(args.runtime)
+    experiment = _experiment(args)
     frame = profile_report(experiment, progress=not args.no_progress)
     if args.format != "table":
         print(frame.to_json(orient="records") if args.format == "json" else frame.to_csv())

@@ -78,7 +78,7 @@ def export(
             f"export formats {unknown} are not known: choose among {', '.join(FORMATS)} (the "
             ".onnx file is always written)."
         )
-    runtime = result.meta["target"].get("runtime", "onnxruntime")
+    runtime = _runtime(result)
     if "ort" in formats and runtime != "onnxruntime":
         raise EdgeCompressError(
             f"--format ort is ONNX Runtime Mobile's format; study {result.study_name!r} was "
@@ -185,9 +185,10 @@ def _verify(
     if experiment.task.test is not None and record[f"test_{name}"] is not None:
         splits.append(("test", f"test_{name}"))
     # the stored file in the runtime the study scored it with; a converted .ort in ONNX Runtime
-    runtime = result.meta["target"].get("runtime", "onnxruntime")
     scorer = OnnxMetrics(
-        experiment.task, experiment.inputs, runtime if what == "stored model" else "onnxruntime"
+        experiment.task,
+        experiment.inputs,
+        _runtime(result) if what == "stored model" else "onnxruntime",
     )
     for split, key in splits:
         now = scorer.scores(model, split)[name]
@@ -239,6 +240,11 @@ def _to_ort(model: Path, folder: Path) -> Path:
     return found[0]
 
 
+def _runtime(result: Result) -> str:
+    """The runtime the study measured and scored its trials with."""
+    return str(result.meta["target"].get("runtime", "onnxruntime"))
+
+
 def _remeasure(experiment: Experiment, result: Result, model: Path) -> float:
     """Latency now: ratio to the reference measured now, times the study's reference latency."""
     reference = reference_of(experiment)
@@ -249,7 +255,7 @@ def _remeasure(experiment: Experiment, result: Result, model: Path) -> float:
             reference.onnx,
             reference.feed,
             threads=threads,
-            runtime=str(result.meta["target"].get("runtime", "onnxruntime")),
+            runtime=_runtime(result),
         )
     return m.ratio * float(result.meta["reference_latency_ms"])
 

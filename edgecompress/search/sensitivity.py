@@ -10,9 +10,9 @@ Computed once per model, space, target and latency source, and cached (``$EDGECO
   odd widths, 30% of every group's channels pruned measured 0.44x the teacher's speed with
   widths as they fell and 1.9x with widths rounded to 16, and int8 was slower than fp32 at
   every ratio; on the 1-D examples int8 pays and the alignment moves latency by a few percent;
-  on the pretrained MiniLM, dynamic int8 measured 3.6x faster than fp32 and static 2.7x (and
-  kept the embeddings at a cosine of 0.993 to the teacher's, static at 0.936; measured by
-  bench/minilm_int8.py, not yet by a profile).
+  on the pretrained MiniLM, dynamic int8 measured 2.5x faster than fp32 unpruned and static
+  2.05x (its profile; bench/minilm_int8.py: 3.6x and 2.7x on another machine, the embeddings at
+  a cosine of 0.993 to the teacher's against static's 0.936).
   Every allocation is built on this base;
 - **prune**: each channel group alone at a ladder of ratios (``LEVELS``, up to the knob's most),
   on top of the base. Its *damage* is the task's divergence of the pruned model's outputs from
@@ -55,7 +55,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import torch
 from torch import nn
 
@@ -382,8 +381,8 @@ class _Profiler:
         }
         uniform = self.uniform(knobs)
         base = Point(BASE_WIDTH, base_damage, base_ratio)
-        # screened only where a build is slow: where it is cheap, each layer is profiled at
-        # each width (a width that loses on every layer at once may still pay on the largest)
+        # screened only on a large model: on a small one each layer is profiled at each width
+        # (a width that loses on every layer at once may still pay on the largest)
         screened = tuple(
             p.value for p in uniform if sparse and _screened_by(p, [base, *uniform]) is not None
         )
@@ -468,22 +467,21 @@ class _Profiler:
         self.progress(", ".join(f"{k}={v}" for k, v in changes.items()) or "base")
         plan = self.plan(changes)
         untrained = Plan({**plan.to_dict(), "finetune.epochs": 0})
+        target = self.experiment.target
         with tempfile.TemporaryDirectory() as tmp:
             candidate = compress(self.experiment, untrained, Path(tmp), gate=self.probe.gate.work)
-            model = onnx.load(candidate.onnx_path).SerializeToString()
             # its latency from this file: a second build only for it cost as much again (a
             # build is 5-10 s on a 22M-parameter transformer)
             ratio = self.probe.built(plan, candidate.onnx_path) / self.probe.reference_ms
-        target = self.experiment.target
-        try:  # in the target's runtime, as a trial is scored
-            outputs = onnx_outputs(
-                model,
-                self.experiment.inputs.named(self.x),
-                threads=target.threads,
-                runtime=target.runtime,
-            )
-        except InvalidPlan:  # outputs NaN or inf
-            return float("inf"), ratio
+            try:  # in the target's runtime, as a trial is scored
+                outputs = onnx_outputs(
+                    candidate.onnx_path,
+                    self.experiment.inputs.named(self.x),
+                    threads=target.threads,
+                    runtime=target.runtime,
+                )
+            except InvalidPlan:  # outputs NaN or inf
+                return float("inf"), ratio
         return self._damage(outputs), ratio
 
 

@@ -57,9 +57,8 @@ def target_from(data: dict[str, Any], source: Path) -> Target:
     unknown = sorted(set(data) - known)
     if unknown:
         raise EdgeCompressError(f"{source}: unknown fields {unknown}; a target has {sorted(known)}")
-    values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
     try:
-        return Target(**values)
+        return Target.from_dict(data)
     except (TypeError, ValueError) as exc:
         raise EdgeCompressError(f"{source}: {exc}") from None
 
