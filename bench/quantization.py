@@ -97,7 +97,14 @@ def family_member(width: float, depth: int) -> Teacher:
 def run(experiment: Experiment, plan: Plan, reference: Reference, ref_ms: float) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        outcome = run_trial(experiment, plan, reference=reference, reference_ms=ref_ms, staging=tmp)
+        outcome = run_trial(
+            experiment,
+            plan,
+            reference=reference,
+            reference_ms=ref_ms,
+            artifacts=tmp,
+            artifact_id="bench",
+        )
         m = outcome.metrics
         return {
             "accuracy": m["accuracy"],

@@ -134,7 +134,8 @@ def global_ratio_sweep() -> list[dict[str, Any]]:
                     Plan(dict(plan)),
                     reference=reference,
                     reference_ms=ref_ms,
-                    staging=tmp,
+                    artifacts=tmp,
+                    artifact_id="bench",
                 )
             m = outcome.metrics
             rows.append(

@@ -7,20 +7,26 @@ through Optuna's ``Boto3ArtifactStore``; credentials and the endpoint of an S3-c
 server such as MinIO come from boto3's own settings: ``AWS_ACCESS_KEY_ID``,
 ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``, ...). Each study has its own folder or prefix.
 
-Workers leave a trial's file in a staging folder for the driver to store: inside the study's
-folder, or, for a bucket, in a folder of this machine's temporary directory.
+The worker that built a trial's file stores it (``put``), under an id the driver chose when it
+asked the trial, so a worker on another machine (a Ray node) needs no disk in common with the
+driver, only the store; the driver then links the stored file to the trial (``link``), as
+Optuna's ``upload_artifact`` would have, and ``download_artifact`` finds it.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import io
-import tempfile
+import json
+import os
 import uuid
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import optuna
 from optuna.artifacts import Boto3ArtifactStore, FileSystemArtifactStore
+from optuna.artifacts._upload import ARTIFACTS_ATTR_PREFIX
+from optuna.trial import TrialState
 
 from edgecompress.errors import EdgeCompressError
 from edgecompress.search.storage import DEFAULT_STORAGE, sqlite_path
@@ -88,12 +94,62 @@ def store(where: str) -> Any:
     return FileSystemArtifactStore(where)
 
 
-def staging(where: str, study: str) -> Path:
-    """Where workers leave a trial's ONNX file for the driver to store."""
-    if where.startswith(S3):  # one folder per bucket location, whatever the study's name
-        digest = hashlib.sha256(where.encode()).hexdigest()[:16]
-        return Path(tempfile.gettempdir()) / "edgecompress-staging" / f"{study}-{digest}"
-    return Path(where) / "staging"
+PENDING = "artifact_pending"  # the id a trial's file is to be stored under, set when asked
+MIMETYPE = "application/onnx"
+
+
+def new_id(trial: optuna.Trial) -> str:
+    """The id the trial's file will be stored under, recorded on the trial at once (a file
+    stored for a trial that never completes is found by it, and removed)."""
+    artifact_id = str(uuid.uuid4())
+    trial.set_user_attr(PENDING, artifact_id)
+    return artifact_id
+
+
+def put(where: str, artifact_id: str, path: str | os.PathLike[str]) -> None:
+    """Stores the file at ``path`` in ``where`` (run by the worker that built it)."""
+    with open(path, "rb") as body:
+        store(where).write(artifact_id, body)
+
+
+def missing(where: str, artifact_id: str) -> bool:
+    """True when a folder location does not hold ``artifact_id``: the worker that stored it
+    wrote to a folder of that name on another machine. (A bucket is the same from every
+    machine; its write would have failed on the worker.)"""
+    return not where.startswith(S3) and not (Path(where) / artifact_id).is_file()
+
+
+def link(trial: optuna.Trial, artifact_id: str) -> None:
+    """Records the stored file on the trial as ``optuna.artifacts.upload_artifact`` does, so
+    that ``get_all_artifact_meta`` and ``download_artifact`` find it."""
+    meta = {
+        "artifact_id": artifact_id,
+        "filename": f"{artifact_id}.onnx",
+        "mimetype": MIMETYPE,
+        "encoding": None,
+    }
+    trial.storage.set_trial_system_attr(
+        trial._trial_id, ARTIFACTS_ATTR_PREFIX + artifact_id, json.dumps(meta)
+    )
+    trial.set_user_attr("artifact_id", artifact_id)
+
+
+def remove_orphans(study: optuna.Study, where: str) -> int:
+    """Removes the files stored for trials that failed before the driver linked them (a driver
+    killed between a worker's store and its tell, a trial stopped by Ctrl-C). Returns how many
+    were removed (in a bucket, how many were asked to be: S3 removes a missing key silently)."""
+    target = store(where)
+    removed = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        pending = trial.user_attrs.get(PENDING)
+        if not pending or trial.user_attrs.get("artifact_id") == pending:
+            continue
+        if not where.startswith(S3) and missing(where, pending):
+            continue
+        with contextlib.suppress(Exception):  # noqa: BLE001 - gone already, or unreachable
+            target.remove(pending)
+            removed += 1
+    return removed
 
 
 def check_writable(where: str) -> None:

@@ -24,7 +24,7 @@ from edgecompress.evaluators.latency import effort, feed_of
 from edgecompress.experiment import Experiment
 from edgecompress.gate import CpuGate
 from edgecompress.inputs import resized
-from edgecompress.search.artifacts import check_writable, staging
+from edgecompress.search.artifacts import check_writable, remove_orphans
 from edgecompress.search.artifacts import location as artifact_location
 from edgecompress.search.budget import (
     check_budget_numbers,
@@ -46,7 +46,6 @@ from edgecompress.search.strategies import Context, Strategy, strategy_named
 from edgecompress.search.study import (
     check_costing,
     check_resume,
-    clean_staging,
     create,
     driver_id,
     ensure_baselines,
@@ -228,7 +227,7 @@ def open_ledger(
         study_name=name, storage=store, sampler=strategy.sampler(experiment.seed + runs)
     )
     recover_interrupted(loaded)
-    clean_staging(loaded, staging(meta["artifacts"], name))  # files of interrupted trials
+    remove_orphans(loaded, meta["artifacts"])  # files stored for trials that never completed
     ensure_baselines(loaded, space, uniform=strategy.uniform_seeds)
     stored = Costing.from_dict(meta["costing"]) if meta.get("costing") else None
     context = Context(

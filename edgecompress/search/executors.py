@@ -15,6 +15,7 @@ import optuna
 from edgecompress.errors import TrialsKeepFailing
 from edgecompress.experiment import Experiment
 from edgecompress.plan import InvalidPlan
+from edgecompress.search.artifacts import new_id
 from edgecompress.search.ledger import Ledger
 from edgecompress.search.strategies import ATTR
 from edgecompress.search.trial import Outcome, Reference, run_trial
@@ -86,12 +87,17 @@ class Loop:
         a worker)."""
         return {
             "reference_ms": self.ledger.reference_ms,
-            "staging": self.ledger.staging,
+            "artifacts": self.ledger.meta["artifacts"],
+            "artifact_id": new_id(trial),
             "budget_ms": screening_budget(self.ledger, trial),
             "seed": self.ledger.seed_of(trial),
         }
 
     def told(self, trial: optuna.Trial, outcome: Outcome) -> None:
+        lost = self.ledger.lost_artifact(outcome)
+        if lost:
+            self.failed(trial, lost)
+            return
         self.ledger.tell(trial, outcome)
         self.failures.record(None)
         self.on_done(trial, outcome)

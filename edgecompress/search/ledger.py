@@ -2,23 +2,21 @@
 
 The driver asks a trial, samples its plan, hands the plan to an executor, and tells the
 outcome: metrics as user attributes, the budget as an Optuna constraint, objective values, and
-the ONNX file as an Optuna artifact. A trial that cannot be told is failed, never left RUNNING.
+the ONNX file the worker stored, linked as an Optuna artifact. A trial that cannot be told is
+failed, never left RUNNING.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.artifacts import upload_artifact
 from optuna.trial import TrialState
 
 from edgecompress.plan import Plan
-from edgecompress.search.artifacts import staging
-from edgecompress.search.artifacts import store as artifact_store
+from edgecompress.search.artifacts import link, missing
 from edgecompress.search.costing import Costing
 from edgecompress.search.heartbeat import INTERVAL_S
 from edgecompress.search.storage import META
@@ -67,10 +65,17 @@ class Ledger:
         data = self.meta.get("costing")
         return Costing.from_dict(data) if data else None
 
-    @property
-    def staging(self) -> str:
-        """Where workers leave ONNX files for the driver to store (see ``artifacts.staging``)."""
-        return str(staging(self.meta["artifacts"], self.study.study_name))
+    def lost_artifact(self, outcome: Outcome) -> str | None:
+        """Why a trained trial's file is not where the study keeps its files (None: it is)."""
+        where = self.meta["artifacts"]
+        if outcome.screened or not missing(where, outcome.artifact):
+            return None
+        host = outcome.notes.get("host", "another machine")
+        return (
+            f"the trial's ONNX file was stored in {where} on {host}, and this driver's {where} "
+            "does not have it: the folder is not shared by the machines of the study. Give "
+            "--artifacts a folder every machine mounts, or an s3:// bucket."
+        )
 
     def completed(self) -> int:
         return len(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
@@ -160,19 +165,12 @@ class Ledger:
             for name, value in outcome.metrics.items():
                 trial.set_user_attr(name, float(value))
             trial.set_user_attr("notes", outcome.notes)
-            artifact = upload_artifact(
-                artifact_store=artifact_store(self.meta["artifacts"]),
-                file_path=outcome.onnx_path,
-                study_or_trial=trial,
-                mimetype="application/onnx",
-            )
-            trial.set_user_attr("artifact_id", artifact)
+            link(trial, outcome.artifact)
             budget_constraint(trial, outcome.metrics["latency_ms"] - self.budget_ms)
             self.study.tell(trial, [outcome.metrics[o] for o in self.objectives])
         except BaseException as exc:
             self._settle(trial, exc, "recording its outcome")
             raise
-        Path(outcome.onnx_path).unlink(missing_ok=True)
 
     def _screened(self, trial: optuna.Trial, outcome: Outcome) -> None:
         """Predicted over the budget and never trained: pruned, with its estimate."""

@@ -4,7 +4,9 @@ A Tune ``Searcher`` asks the study for each trial (the plan is sampled here, in 
 tells the study each outcome; Tune only schedules the trainable on a worker with one CPU. Tune's
 own experiment folder is temporary and deleted at the end: it never decides what ran. Workers
 import the experiment from its ``FILE.py:NAME`` reference; only the reference, the plan and
-metrics travel, and the ONNX file is left in the study's staging folder.
+metrics travel; the worker stores the ONNX file in the study's artifact location itself (a
+shared folder or a bucket), so a worker on another node needs no disk in common with the
+driver.
 """
 
 from __future__ import annotations
@@ -46,10 +48,12 @@ def _trainable(config: dict[str, Any]) -> dict[str, Any]:
         )
     except Exception as exc:  # noqa: BLE001 - recorded on the trial by the driver
         return {RESULT_KEY: json.dumps({"error": describe_error(exc)})}
+    import ray
+
     data = {
         "metrics": outcome.metrics,
-        "onnx_path": outcome.onnx_path,
-        "notes": outcome.notes,
+        "artifact": outcome.artifact,
+        "notes": {**outcome.notes, "ray_node": ray.get_runtime_context().get_node_id()},
         "screened": outcome.screened,
     }
     return {RESULT_KEY: json.dumps(data)}
@@ -185,12 +189,19 @@ def _searcher_class() -> type:
                 return
             trial = self.live.pop(trial_id)
             outcome = Outcome(
-                data["metrics"], data["onnx_path"], data["notes"], data.get("screened", False)
+                data["metrics"], data["artifact"], data["notes"], data.get("screened", False)
             )
             try:
                 self.loop.told(trial, outcome)
             except TrialsKeepFailing as exc:  # stop asking; raised once Tune ends
                 self.stop_error = exc
+
+        def lost(self, trial_id: str, message: str) -> None:
+            """The trial's worker or its node died under it: not the plan's fault, so the trial
+            is failed and queued again with the same plan, once (whichever node runs it)."""
+            trial = self.live.pop(trial_id, None)
+            if trial is not None:
+                self.ledger.interrupt(trial, message)
 
         def fail(self, trial_id: str, message: str) -> None:
             trial = self.live.pop(trial_id, None)
@@ -210,7 +221,8 @@ def _searcher_class() -> type:
 
 def _errors_callback(tune: Any, searcher: Any) -> Any:
     class ErrorsToLedger(tune.Callback):
-        """Tells the study a trial whose Ray worker crashed, with the error."""
+        """Tells the study a trial whose Ray worker crashed, with the error: retried once when
+        the worker process or its node died (a node lost from the cluster), failed otherwise."""
 
         def on_trial_error(
             self, iteration: int, trials: list[Any], trial: Any, **info: Any
@@ -220,6 +232,24 @@ def _errors_callback(tune: Any, searcher: Any) -> Any:
             except (OSError, TypeError):
                 text = str(trial.get_error() or "no error text")
             lines = [line for line in text.strip().splitlines() if line.strip()]
-            searcher.fail(trial.trial_id, "the Ray worker failed:\n" + "\n".join(lines[-6:]))
+            message = "the Ray worker failed:\n" + "\n".join(lines[-6:])
+            if _worker_died(trial):
+                searcher.lost(trial.trial_id, message)
+            else:
+                searcher.fail(trial.trial_id, message)
 
     return ErrorsToLedger()
+
+
+def _worker_died(trial: Any) -> bool:
+    """True when Tune recorded the trial's error as its actor dying (``RayActorError``: the
+    worker process was killed, or its node left the cluster), not as an error the trial raised."""
+    import cloudpickle
+    from ray.exceptions import RayActorError
+
+    try:
+        with open(trial.pickled_error_file, "rb") as file:
+            error = cloudpickle.load(file)
+    except Exception:  # noqa: BLE001 - no pickled error: Tune's own failure, not a lost node
+        return False
+    return isinstance(error, RayActorError)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import socket
@@ -176,20 +175,6 @@ def recover_interrupted(study: optuna.Study, *, keep: str | None = None) -> list
             continue
         failed.append(trial.number)
     return failed
-
-
-def clean_staging(study: optuna.Study, staging: str | Path) -> int:
-    """Removes the ONNX files a trial left in ``staging`` (the study's folder where a trial's
-    file waits for the driver to store it) when it was interrupted: only where no trial of
-    the study is running (a live search's files wait there). Returns how many were removed."""
-    if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        return 0
-    removed = 0
-    for file in Path(staging).glob("*.onnx"):
-        with contextlib.suppress(OSError):
-            file.unlink()
-            removed += 1
-    return removed
 
 
 def uniform_seeds(space: Space) -> dict[str, dict[str, Any]]:

@@ -1,15 +1,15 @@
 """One trial, run where a worker runs: compress the plan, evaluate it, hand back metrics and ONNX.
 
 The worker imports the experiment itself (from its ``FILE.py:NAME`` reference); only the
-reference, the plan and numbers cross processes.
+reference, the plan and numbers cross processes; the ONNX file goes to the study's artifact
+store from here.
 """
 
 from __future__ import annotations
 
-import shutil
+import socket
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -20,6 +20,7 @@ from edgecompress.evaluators import MeasuredLatency, OnnxMetrics, file_size
 from edgecompress.experiment import Experiment, load_experiment
 from edgecompress.gate import CpuGate
 from edgecompress.plan import Plan
+from edgecompress.search.artifacts import put
 from edgecompress.search.costing import Costing
 from edgecompress.search.probe import LatencyProbe, Reference, reference_of
 from edgecompress.targets import Target
@@ -31,7 +32,7 @@ class Outcome:
     """What a finished trial hands back to the driver."""
 
     metrics: dict[str, float]
-    onnx_path: str  # the deployable file, in the study's staging folder until the driver stores it
+    artifact: str  # the id the deployable file is stored under in the study's artifacts ("": none)
     notes: dict[str, Any] = field(default_factory=dict)
     screened: bool = False  # predicted over the budget: never fine-tuned, no file
 
@@ -49,7 +50,8 @@ def run_trial(
     *,
     reference: Reference,
     reference_ms: float,
-    staging: str | Path,
+    artifacts: str,
+    artifact_id: str,
     costing: Costing | None = None,
     budget_ms: float | None = None,
     seed: int | None = None,
@@ -60,8 +62,9 @@ def run_trial(
     plan known to miss the budget is handed back ``screened``.
     ``seed`` (default: the experiment's) seeds the fine-tune and every random step.
 
-    The ONNX file is left in ``staging`` (a folder the driver can read: local, or shared by the
-    cluster) for the driver to store with the trial.
+    The ONNX file is stored here, in the study's artifact location ``artifacts`` (a folder or a
+    bucket every machine of the study reaches) under ``artifact_id``, which the driver chose;
+    the driver links it to the trial when it is told the outcome.
     """
     gate = CpuGate()
     start = time.perf_counter()
@@ -100,14 +103,13 @@ def run_trial(
             )
             metrics.update(latency(candidate))
         metrics.update(file_size(candidate))
-        Path(staging).mkdir(parents=True, exist_ok=True)
-        kept = Path(staging) / f"{plan.key}-{uuid.uuid4().hex[:8]}.onnx"
-        shutil.copyfile(candidate.onnx_path, kept)
+        put(artifacts, artifact_id, candidate.onnx_path)
     for name, value in before.items():  # what was known before training, where not re-derived
         metrics.setdefault(name, value)
     metrics["trial_s"] = time.perf_counter() - start
     metrics["gate_wait_s"] = gate.waited_s
-    return Outcome(metrics=metrics, onnx_path=str(kept), notes={**candidate.notes, **notes})
+    notes["host"] = socket.gethostname()  # where it ran (a Ray node, or the driver's machine)
+    return Outcome(metrics=metrics, artifact=artifact_id, notes={**candidate.notes, **notes})
 
 
 def _screen(
@@ -152,7 +154,7 @@ def _screen(
             "screened_latency_ms": latency_ms,
             "screen_s": time.perf_counter() - start,
         },
-        onnx_path="",
+        artifact="",
         notes={
             "screened": f"{how} {latency_ms:.4f} ms, budget {budget_ms:.4f} ms: not fine-tuned",
             **notes,
@@ -183,7 +185,8 @@ def run_trial_by_ref(
     plan: dict[str, Any],
     *,
     reference_ms: float,
-    staging: str,
+    artifacts: str,
+    artifact_id: str,
     costing: dict[str, Any] | None = None,
     budget_ms: float | None = None,
     seed: int | None = None,
@@ -200,7 +203,8 @@ def run_trial_by_ref(
         Plan.from_dict(plan),
         reference=reference,
         reference_ms=reference_ms,
-        staging=staging,
+        artifacts=artifacts,
+        artifact_id=artifact_id,
         costing=Costing.from_dict(costing) if costing else None,
         budget_ms=budget_ms,
         seed=seed,

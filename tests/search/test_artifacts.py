@@ -5,7 +5,6 @@ recorded in the study, so that export finds them from another working directory.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,31 +12,7 @@ import pytest
 from edgecompress import EdgeCompressError, export, open_result, search
 from edgecompress.search.artifacts import location
 
-BUCKET = "edge-artifacts"
-
-
-@pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
-    from moto.server import ThreadedMotoServer
-
-    for key, value in {
-        "AWS_ACCESS_KEY_ID": "test-key",
-        "AWS_SECRET_ACCESS_KEY": "test-secret",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    server = ThreadedMotoServer(port=0, verbose=False)
-    server.start()
-    _, port = server.get_host_and_port()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
-    import boto3
-
-    client = boto3.client("s3")
-    client.create_bucket(Bucket=BUCKET)
-    try:
-        yield client
-    finally:
-        server.stop()
+from ..conftest import BUCKET  # type: ignore[import-not-found]
 
 
 def test_a_study_keeps_its_onnx_files_in_an_s3_bucket(s3, tiny, workdir: Path) -> None:  # type: ignore[no-untyped-def]
@@ -94,3 +69,28 @@ def test_a_location_is_the_studys_own_folder_or_prefix(tmp_path: Path) -> None:
     assert location("s3://b/a/team/", None, "s") == "s3://b/a/team/s"
     with pytest.raises(EdgeCompressError, match="name the bucket"):
         location("s3://", None, "s")
+
+
+def test_a_file_stored_on_another_machine_fails_its_trial_with_the_reason(tmp_path: Path) -> None:
+    """A Ray worker on another node stored its file in a folder of the same name on its own
+    disk: the driver does not record a trial whose file it cannot find; it fails it and says
+    how to share the folder."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from edgecompress.search.executors import Loop
+    from edgecompress.search.ledger import Ledger
+    from edgecompress.search.storage import META
+    from edgecompress.search.trial import Outcome
+    from edgecompress.spaces import KnobSpace
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_user_attr(META, {"artifacts": str(tmp_path), "budget_ms": 1.0})
+    told: list[object] = []
+    loop = Loop(Ledger(study, KnobSpace(), ("accuracy", "latency_ms")), lambda t, o: told.append(o))
+    trial = study.ask()
+    metrics = {"accuracy": 0.9, "latency_ms": 0.5}
+    loop.told(trial, Outcome(metrics, artifact="written-elsewhere", notes={"host": "node-b"}))
+    frozen = study.trials[0]
+    assert frozen.state == TrialState.FAIL and told == [None]
+    assert "on node-b" in frozen.user_attrs["error"] and "not shared" in frozen.user_attrs["error"]

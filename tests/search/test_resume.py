@@ -11,6 +11,7 @@ import pytest
 from optuna.trial import TrialState
 
 from edgecompress import EdgeCompressError, search
+from edgecompress.search.artifacts import PENDING, link, new_id, remove_orphans
 
 from ..conftest import search_command  # type: ignore[import-not-found]
 
@@ -137,7 +138,7 @@ def test_a_time_limit_stops_starting_trials_and_the_study_resumes(
     tiny, workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
     """``timeout_s``: once it has passed no trial starts; what finished is kept and a later run
-    resumes from it (and removes the files interrupted trials left in staging). The clock is
+    resumes from it (and removes a file stored for a trial that never completed). The clock is
     moved past the limit once two trials are complete."""
     from edgecompress.search import ledger
 
@@ -157,28 +158,38 @@ def test_a_time_limit_stops_starting_trials_and_the_study_resumes(
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     assert result.stopped is not None and "1m" in result.stopped and "2 of 4" in result.stopped
     first = {t.number: t.datetime_complete for t in _complete(storage)}
-    # a file an interrupted trial left where trials' files wait to be stored: the next run of
-    # the study, with no trial running, removes it
-    staging = Path(result.meta["artifacts"]) / "staging"
-    staging.mkdir(parents=True, exist_ok=True)
-    (staging / "left-by-a-killed-trial.onnx").write_bytes(b"onnx")
+    # a worker stored its trial's file, then the driver was killed before linking it (the
+    # trial was failed by the heartbeat): the next run of the study removes the file
+    killed = study.ask()
+    orphan = Path(result.meta["artifacts"]) / new_id(killed)
+    orphan.write_bytes(b"onnx")
+    study.tell(killed, state=TrialState.FAIL)
     monkeypatch.setattr(ledger, "now", real)
     again = search(tiny, trials=3, storage=storage, progress=False, strategy="tpe")
     assert again.stopped is None and len(_complete(storage)) == 3
-    assert not (staging / "left-by-a-killed-trial.onnx").exists()
+    assert not orphan.exists()
+    stored = [Path(again.meta["artifacts"]) / a for a in again.artifacts.values()]
+    assert len(stored) == 3 and all(file.exists() for file in stored)
     later = {t.number: t.datetime_complete for t in _complete(storage)}
     assert all(later[n] == finished for n, finished in first.items())  # not rerun
     with pytest.raises(EdgeCompressError, match="--timeout must be a positive time"):
         search(tiny, trials=4, storage=storage, progress=False, timeout_s=float("nan"))
 
 
-def test_staging_is_cleaned_only_when_no_trial_runs(tmp_path: Path) -> None:
-    from edgecompress.search.study import clean_staging
-
+def test_only_files_of_trials_that_never_completed_are_removed(tmp_path: Path) -> None:
     study = optuna.create_study()
-    (tmp_path / "a.onnx").write_bytes(b"x")
-    trial = study.ask()  # a live search's trial: its file may be the one waiting there
-    assert clean_staging(study, tmp_path) == 0 and (tmp_path / "a.onnx").exists()
-    study.tell(trial, 1.0)
-    assert clean_staging(study, tmp_path) == 1 and not list(tmp_path.iterdir())
-    assert clean_staging(study, tmp_path / "never-made") == 0
+    where = str(tmp_path)
+    failed, running, done, never = study.ask(), study.ask(), study.ask(), study.ask()
+    for trial in (failed, running, done):
+        (tmp_path / new_id(trial)).write_bytes(b"onnx")
+    new_id(never)  # failed before its worker stored anything
+    link(done, done.user_attrs[PENDING])
+    study.tell(done, 1.0)
+    study.tell(failed, state=TrialState.FAIL)
+    study.tell(never, state=TrialState.FAIL)
+    assert remove_orphans(study, where) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [running.user_attrs[PENDING], done.user_attrs[PENDING]]
+    )  # a running trial's file waits for its tell; a completed one's is the trial's
+    meta = optuna.artifacts.get_all_artifact_meta(study.trials[2], storage=study._storage)
+    assert [m.artifact_id for m in meta] == [done.user_attrs[PENDING]]  # linked as Optuna does

@@ -101,9 +101,15 @@ def test_a_plan_known_over_the_budget_is_never_fine_tuned(tiny, tmp_path) -> Non
     reference = reference_of(experiment)
     plan = Plan({"prune.conv1": 0.5, "finetune.epochs": 1})
     outcome = run_trial(
-        experiment, plan, reference=reference, reference_ms=1.0, staging=tmp_path, budget_ms=1e-6
+        experiment,
+        plan,
+        reference=reference,
+        reference_ms=1.0,
+        artifacts=str(tmp_path),
+        artifact_id="screened",
+        budget_ms=1e-6,
     )
-    assert outcome.screened and outcome.onnx_path == ""
+    assert outcome.screened and outcome.artifact == "" and not list(tmp_path.iterdir())
     assert outcome.metrics["screened_latency_ms"] == outcome.metrics["untrained_latency_ms"]
     assert outcome.metrics["untrained_latency_ms"] > 1e-6
     assert "measured untrained" in outcome.notes["screened"]
@@ -121,7 +127,15 @@ def test_trials_fine_tune_from_their_own_seed(tiny, tmp_path, monkeypatch) -> No
     reference = reference_of(tiny)
     plan = Plan({"prune.conv1": 0.25, "finetune.epochs": 1})
     for seed in (7, 8):
-        run_trial(tiny, plan, reference=reference, reference_ms=1.0, staging=tmp_path, seed=seed)
+        run_trial(
+            tiny,
+            plan,
+            reference=reference,
+            reference_ms=1.0,
+            artifacts=str(tmp_path),
+            artifact_id=f"seeded-{seed}",
+            seed=seed,
+        )
     assert seen == [7, 8]
 
     study = optuna.create_study(directions=["maximize", "minimize"])

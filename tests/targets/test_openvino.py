@@ -148,7 +148,9 @@ def test_a_worker_measures_on_the_drivers_runtime(tiny, tmp_path, monkeypatch) -
         TINY,
         {"finetune.epochs": 0},
         reference_ms=1.0,
-        staging=str(tmp_path),
+        artifacts=str(tmp_path),
+        artifact_id="from-a-worker",
         target=tiny.with_runtime("openvino").target.to_dict(),
     )
     assert outcome.metrics["latency_ms"] > 0 and len(calls) >= 3  # scored and timed there
+    assert (tmp_path / "from-a-worker").stat().st_size > 0  # the worker stored its file
