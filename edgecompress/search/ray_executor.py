@@ -27,6 +27,7 @@ from edgecompress.experiment import Experiment
 from edgecompress.search.executors import Loop, OnDone, describe_error
 from edgecompress.search.ledger import Ledger
 from edgecompress.search.trial import Outcome, run_trial_by_ref
+from edgecompress.search.watchdog import watch
 from edgecompress.targets import Target
 
 RESULT_KEY = "edgecompress_outcome"
@@ -88,6 +89,7 @@ def run_on_ray(
 
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     work = Path(tempfile.mkdtemp(prefix="edgecompress-ray-"))
+    watchdog = watch(work)  # cleans the folder and a local Ray if this process is killed
     init: dict[str, Any] = {
         "include_dashboard": False,
         "log_to_driver": False,
@@ -121,6 +123,8 @@ def run_on_ray(
         searcher.fail_unfinished("interrupted: the search was stopped")
         ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)
+        watchdog.kill()
+        watchdog.wait()
     if not ledger.enough(total):
         if searcher.stop_error:
             raise searcher.stop_error

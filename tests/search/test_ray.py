@@ -1,6 +1,8 @@
 """The Ray Tune path: two workers, the study as the only record, no Ray process left behind."""
 
+import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -9,30 +11,22 @@ from optuna.trial import TrialState
 
 from edgecompress import search
 from edgecompress.search.study import driver_id
+from edgecompress.testing.ray_cluster import ray_pids
+
+from ..conftest import search_command  # type: ignore[import-not-found]
 
 
-def _ray_processes() -> set[str]:
-    """The pids of live raylet and gcs_server processes (zombies are gone already)."""
-    out = subprocess.run(["ps", "-eo", "pid,stat,comm"], capture_output=True, text=True).stdout
-    found = set()
-    for line in out.splitlines()[1:]:
-        pid, stat, comm = (line.split(None, 2) + ["", ""])[:3]
-        if comm.strip() in ("raylet", "gcs_server") and not stat.startswith("Z"):
-            found.add(pid)
-    return found
-
-
-def _left_behind(before: set[str], timeout_s: float = 30.0) -> set[str]:
+def _left_behind(before: set[int], timeout_s: float = 30.0) -> set[int]:
     """Ray processes started since ``before`` still alive after ``timeout_s`` (ray.shutdown
     signals them and does not wait for them to exit)."""
     deadline = time.monotonic() + timeout_s
-    while (new := _ray_processes() - before) and time.monotonic() < deadline:
+    while (new := ray_pids() - before) and time.monotonic() < deadline:
         time.sleep(0.5)
     return new
 
 
 def test_two_workers_on_ray(tiny, workdir: Path) -> None:  # type: ignore[no-untyped-def]
-    before = _ray_processes()
+    before = ray_pids()
     # the executor runs whatever the strategy proposes (the default strategy's profile costs a
     # minute here; its proposals in flight together are tested in test_strategies)
     result = search(
@@ -62,3 +56,34 @@ def test_two_workers_on_ray(tiny, workdir: Path) -> None:  # type: ignore[no-unt
     spans = sorted((t.datetime_start, t.datetime_complete) for t in done)
     assert any(b[0] < a[1] for a, b in zip(spans, spans[1:], strict=False))
     assert not _left_behind(before)  # the local Ray was shut down
+
+
+def test_a_driver_killed_by_sigkill_leaves_no_ray_process_or_folder(workdir: Path) -> None:
+    """Killed without a chance to clean (kill -9, the OOM killer), a driver's local Ray and
+    work folder are removed by its watchdog, a process of its own."""
+    scratch = Path(tempfile.gettempdir())
+    before, folders = ray_pids(), set(scratch.glob("edgecompress-ray-*"))
+    storage = "sqlite:///killed.db"
+    driver = subprocess.Popen(search_command(storage, 6) + ["--workers", "2"])
+    deadline = time.monotonic() + 180
+    while not _running(storage):
+        assert driver.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    started = set(scratch.glob("edgecompress-ray-*")) - folders
+    assert len(started) == 1 and ray_pids() - before  # its folder, its local Ray
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    folder = started.pop()
+    assert not _left_behind(before)
+    deadline = time.monotonic() + 10  # removed once its processes are gone
+    while folder.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not folder.exists()
+
+
+def _running(storage: str) -> bool:
+    try:
+        study = optuna.load_study(study_name="tiny", storage=storage)
+    except KeyError:  # not created yet
+        return False
+    return bool(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
