@@ -43,7 +43,7 @@ def run(speedup: float, trials: int, workers: int) -> dict:
         "budget_ms": result.budget_ms,
         "teacher_accuracy": teacher["accuracy"],
         "teacher_test_accuracy": teacher["test_accuracy"],
-        "teacher_latency_ms": result.meta["reference_latency_ms"],
+        "teacher_latency_ms": result.meta.reference_latency_ms,
         "trials_complete": len(result.trials),
         "trials_failed": result.failed,
         "wall_s": wall,
@@ -57,7 +57,7 @@ def run(speedup: float, trials: int, workers: int) -> dict:
             best_accuracy=best["accuracy"],
             best_test_accuracy=best["test_accuracy"],
             best_latency_ms=best["latency_ms"],
-            best_speedup=result.meta["reference_latency_ms"] / best["latency_ms"],
+            best_speedup=result.meta.reference_latency_ms / best["latency_ms"],
             best_latency_remeasured_ms=manifest["metrics"]["latency_ms_remeasured"],
             best_plan=best["plan"],
         )

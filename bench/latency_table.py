@@ -234,7 +234,7 @@ def searches(trials: int, speedup: float, workers: int) -> list[dict[str, Any]]:
                 "saved_s": result.screening.get("saved_s", 0.0),
                 "best_accuracy": float(feasible["accuracy"].max()) if len(feasible) else None,
                 "front": len(result.front()),
-                "residuals": result.meta.get("residuals", {}).get("median_residual"),
+                "residuals": (result.meta.residuals or {}).get("median_residual"),
                 "timeline": timeline,
             }
         )

@@ -149,7 +149,7 @@ def student_search(trials: int, speedup: float) -> dict[str, Any]:
         storage=f"sqlite:///{WORK / 'quantization.db'}",
         speedup=speedup,
     )
-    ref_ms = float(result.meta["reference_latency_ms"])
+    ref_ms = float(result.meta.reference_latency_ms)
     frame = result.trials
     searched = frame[~frame["baseline"].isin(["teacher", "int8"])]  # students (seeds too)
     feasible = searched[searched["latency_ms"] <= ref_ms / speedup]

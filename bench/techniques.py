@@ -97,7 +97,7 @@ def run_variant(name: str, trials: int, workers: int, speedup: float) -> dict[st
         except EdgeCompressError as exc:
             refused = str(exc)
     teacher = result.trials.set_index("baseline").loc["teacher"]
-    ref = float(result.meta["reference_latency_ms"])
+    ref = float(result.meta.reference_latency_ms)
     return {
         "variant": name,
         "study": study,

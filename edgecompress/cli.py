@@ -476,7 +476,7 @@ def _layers(knob: dict[str, Any]) -> str:
 
 
 def _experiment_of(result: Result, ref: str | None) -> Experiment:
-    ref = ref or result.meta.get("experiment_ref")
+    ref = ref or result.meta.experiment_ref
     if not ref:
         raise EdgeCompressError(
             f"study {result.study_name!r} does not record its experiment file; pass "

@@ -75,13 +75,13 @@ def _table(result: Result, records: list[dict[str, Any]]) -> str:
     m = result.meta
     head = (
         f"study {result.study_name}: {len(result.trials)} complete, {result.failed} failed | "
-        f"budget {m['budget_ms']:.4f} ms | uncompressed {m['reference_latency_ms']:.4f} ms | "
-        f"target {m['target']['name']} ({m['target']['threads']} thread, "
-        f"batch {m['target']['batch_size']}) on {m['device']['cpu_model']}"
+        f"budget {m.budget_ms:.4f} ms | uncompressed {m.reference_latency_ms:.4f} ms | "
+        f"target {m.target['name']} ({m.threads} thread, "
+        f"batch {m.target['batch_size']}) on {m.device['cpu_model']}"
     )
-    if m.get("recosted_for"):
+    if m.recosted_for:
         head += (
-            f"\nre-costed for target {m['recosted_for']}: latency and feasibility from its table;"
+            f"\nre-costed for target {m.recosted_for}: latency and feasibility from its table;"
             f" {result.metric} and size as trained"
         )
     if result.max_drop is not None:
@@ -96,7 +96,7 @@ def _table(result: Result, records: list[dict[str, Any]]) -> str:
             f" (screening took {s['screen_s']:.0f} s; about {s['saved_s'] / 60:.1f} min of "
             "training saved)"
         )
-    r = m.get("residuals")
+    r = m.residuals
     if r:
         head += (
             f"\nfront re-measured live: measured / table-predicted, median "

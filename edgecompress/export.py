@@ -242,13 +242,13 @@ def _to_ort(model: Path, folder: Path) -> Path:
 
 def _runtime(result: Result) -> str:
     """The runtime the study measured and scored its trials with."""
-    return str(result.meta["target"].get("runtime", "onnxruntime"))
+    return result.meta.runtime
 
 
 def _remeasure(experiment: Experiment, result: Result, model: Path) -> float:
     """Latency now: ratio to the reference measured now, times the study's reference latency."""
     reference = reference_of(experiment)
-    threads = int(result.meta["target"]["threads"])  # as the study measured, whatever the file
+    threads = result.meta.threads  # as the study measured, whatever the file
     with CpuGate().measure():
         m = measure_ratio(
             model,
@@ -257,7 +257,7 @@ def _remeasure(experiment: Experiment, result: Result, model: Path) -> float:
             threads=threads,
             runtime=_runtime(result),
         )
-    return m.ratio * float(result.meta["reference_latency_ms"])
+    return m.ratio * result.meta.reference_latency_ms
 
 
 def _manifest(result: Result, record: dict[str, Any]) -> dict[str, Any]:
@@ -283,20 +283,20 @@ def _manifest(result: Result, record: dict[str, Any]) -> dict[str, Any]:
         "metrics": {
             **{k: record[k] for k in keys},
             # against the uncompressed model timed at the study's start, as the front shows it
-            "speedup": meta["reference_latency_ms"] / record["latency_ms"],
+            "speedup": meta.reference_latency_ms / record["latency_ms"],
         },
         "metric": name,
         "metric_direction": result.directions()[0],
         "metric_split": f"val (selection); test_{name} is the held-out test split",
-        "budget_ms": meta["budget_ms"],
-        "speedup_budget": meta.get("speedup"),
+        "budget_ms": meta.budget_ms,
+        "speedup_budget": meta.speedup,
         "feasible": record["feasible"],
-        "reference_latency_ms": meta["reference_latency_ms"],
+        "reference_latency_ms": meta.reference_latency_ms,
         # below 1: the study measured with fewer rounds (EDGECOMPRESS_MEASURE_EFFORT), noisier
-        "measure_effort": meta.get("measure_effort", 1.0),
+        "measure_effort": meta.measure_effort,
         "target": {
-            **meta["target"],
-            "searched_on": meta["device"],
+            **meta.target,
+            "searched_on": meta.device,
             "exported_on": describe_device(),
         },
         "versions": package_versions(),

@@ -239,10 +239,9 @@ def test_search_front_export_and_the_infeasible_case(
     shutil.copy(workdir / "cli.db", workdir / "tight.db")
     import optuna
 
-    from edgecompress.search.storage import META
+    from edgecompress.search.meta import update
 
-    study = optuna.load_study(study_name="tiny", storage="sqlite:///tight.db")
-    study.set_user_attr(META, {**study.user_attrs[META], "budget_ms": 1e-6})
+    update(optuna.load_study(study_name="tiny", storage="sqlite:///tight.db"), budget_ms=1e-6)
     code, out, err = _run(capsys, "front", "--storage", "sqlite:///tight.db")
     assert code == EXIT_INFEASIBLE and "NO trial meets the budget" in out
     code, _, err = _run(

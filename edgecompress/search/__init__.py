@@ -8,6 +8,7 @@ from edgecompress.search.engine import (
     space_report,
 )
 from edgecompress.search.front import Result, open_result, pareto_mask
+from edgecompress.search.meta import StudyMeta
 from edgecompress.search.storage import DEFAULT_STORAGE
 from edgecompress.search.strategies import STRATEGIES, Proposal, Strategy
 
@@ -17,6 +18,7 @@ __all__ = [
     "Proposal",
     "Result",
     "Strategy",
+    "StudyMeta",
     "open_result",
     "pareto_mask",
     "profile_report",

@@ -158,7 +158,7 @@ def costing_for(
 def measurable_here(result: Any) -> bool:
     """Whether a study's latencies can be measured on this machine: live ones, or a table's
     measured on this CPU."""
-    data = result.meta.get("costing")
+    data = result.meta.costing
     if not data or data["latency"] == "live":
         return True
     header = _table(data["folder"]).header

@@ -35,13 +35,14 @@ from edgecompress.search.budget import (
 )
 from edgecompress.search.costing import Costing, costing_for
 from edgecompress.search.executors import run_in_process
-from edgecompress.search.front import Result, load_result, metric_of
+from edgecompress.search.front import Result, load_result
 from edgecompress.search.heartbeat import Heartbeat
 from edgecompress.search.ledger import Ledger, now
+from edgecompress.search.meta import StudyMeta, has_meta, read, update
 from edgecompress.search.probe import LatencyProbe
 from edgecompress.search.recost import remeasure_front
 from edgecompress.search.sensitivity import cached, sensitivity
-from edgecompress.search.storage import DEFAULT_STORAGE, META, open_storage, sqlite_path
+from edgecompress.search.storage import DEFAULT_STORAGE, open_storage, sqlite_path
 from edgecompress.search.strategies import Context, Strategy, strategy_named
 from edgecompress.search.study import (
     check_costing,
@@ -188,7 +189,7 @@ def open_ledger(
             meta = new_study_meta(
                 experiment, space, budget_ms, speedup, reference, storage, name, costing, artifacts
             )
-            create(store, name, experiment, {**meta, "signature": signature(experiment, space)})
+            create(store, name, experiment, meta)
         except optuna.exceptions.DuplicatedStudyError:
             # another driver created it since we looked: this one resumes it
             existing = _settled(name, store)
@@ -201,9 +202,9 @@ def open_ledger(
             _remove_if_empty(store, storage, created)
             raise
     if existing is not None:
-        meta = existing.user_attrs[META]
+        meta = read(existing)
         if not metric_asked:  # a resumed study keeps its metric (another driver's new one too)
-            stored_metric = metric_of(meta)[0]
+            stored_metric = meta.metric_name
             if stored_metric != experiment.metric.name and stored_metric in (
                 experiment.task.metric_names
             ):
@@ -212,32 +213,30 @@ def open_ledger(
         sig = signature(experiment, space)
         wanted = None
         if budget_ms is not None or speedup is not None:
-            wanted, _ = resolve_budget(budget_ms, speedup, meta["reference_latency_ms"])
+            wanted, _ = resolve_budget(budget_ms, speedup, meta.reference_latency_ms)
         check_resume(existing, sig, wanted)
-        check_artifacts(meta["artifacts"], artifacts, storage, name)
+        check_artifacts(meta.artifacts, artifacts, storage, name)
         if asked_costing:
-            check_costing(meta.get("costing"), costing, screen_asked)
-    if max_drop is not None and meta.get("max_drop") != max_drop:  # the question may change
-        study_now = optuna.load_study(study_name=name, storage=store)
-        meta = {**study_now.user_attrs[META], "max_drop": max_drop}
-        study_now.set_user_attr(META, meta)
+            check_costing(dict(meta.costing) if meta.costing else None, costing, screen_asked)
+    if max_drop is not None and meta.max_drop != max_drop:  # the question may change
+        meta = update(optuna.load_study(study_name=name, storage=store), max_drop=max_drop)
     # a new seed per run of the study, or a resume would replay the same random plans
     runs = len(store.get_all_trials(store.get_study_id_from_name(name), deepcopy=False))
     loaded = optuna.load_study(
         study_name=name, storage=store, sampler=strategy.sampler(experiment.seed + runs)
     )
     recover_interrupted(loaded)
-    remove_orphans(loaded, meta["artifacts"])  # files stored for trials that never completed
+    remove_orphans(loaded, meta.artifacts)  # files stored for trials that never completed
     ensure_baselines(loaded, space, uniform=strategy.uniform_seeds)
-    stored = Costing.from_dict(meta["costing"]) if meta.get("costing") else None
+    stored = Costing.from_dict(dict(meta.costing)) if meta.costing else None
     context = Context(
         experiment=experiment,
         space=space,
-        budget_ms=float(meta["budget_ms"]),
-        reference_ms=float(meta["reference_latency_ms"]),
-        latency=LatencyProbe(experiment, reference, float(meta["reference_latency_ms"]), stored),
-        fastest_ms=float(meta.get("fastest_ms", 0.0)),
-        max_drop=meta.get("max_drop"),
+        budget_ms=meta.budget_ms,
+        reference_ms=meta.reference_latency_ms,
+        latency=LatencyProbe(experiment, reference, meta.reference_latency_ms, stored),
+        fastest_ms=meta.fastest_ms,
+        max_drop=meta.max_drop,
         metric=experiment.metric,
     )
     return Ledger(loaded, space, experiment.study_objectives, strategy, context, experiment.seed)
@@ -267,7 +266,7 @@ def _settled(name: str, store: Any) -> optuna.Study | None:
             study = optuna.load_study(study_name=name, storage=store)
         except KeyError:
             return None
-        if META in study.user_attrs:
+        if has_meta(study):
             return study
         if study.get_trials(deepcopy=False) or time.monotonic() > deadline:
             raise EdgeCompressError(
@@ -298,7 +297,9 @@ def new_study_meta(
     name: str,
     costing: Costing | None = None,
     artifacts: str | None = None,
-) -> dict[str, Any]:
+) -> StudyMeta:
+    """A new study's settings: the reference measured (or predicted from the table), the
+    budget resolved and checked reachable, the artifact location checked writable."""
     resolve_budget(budget_ms, speedup, 1.0)  # refuse bad budget arguments before measuring
     where = artifact_location(artifacts, storage, name)
     check_writable(where)  # a bucket or folder this machine cannot write: refused now
@@ -321,24 +322,25 @@ def new_study_meta(
             predicted = costing.predict_model(experiment, reference.onnx).latency_ms
             costing = costing.corrected(reference_ms / predicted)
     check_reachable(budget, fastest, reference_ms)
-    return {
-        "costing": costing.to_dict() if costing else None,
-        "experiment": experiment.name,
-        "experiment_ref": experiment.ref,
-        "objectives": list(experiment.study_objectives),
-        "metric": experiment.metric.to_dict(),
-        "budget_ms": budget,
-        "speedup": speedup,
-        "reference_latency_ms": reference_ms,
-        "fastest_ms": fastest,
-        "target": target_of(experiment, costing).to_dict(),
-        "device": costing.table.header["device"]
+    return StudyMeta(
+        costing=costing.to_dict() if costing else None,
+        experiment=experiment.name,
+        experiment_ref=experiment.ref,
+        objectives=tuple(experiment.study_objectives),
+        metric=experiment.metric.to_dict(),
+        budget_ms=budget,
+        speedup=speedup,
+        reference_latency_ms=reference_ms,
+        fastest_ms=fastest,
+        target=target_of(experiment, costing).to_dict(),
+        device=costing.table.header["device"]
         if costing is not None and table_only
         else describe_device(),
-        "artifacts": where,
+        artifacts=where,
         # the share of its rounds each latency measurement took (EDGECOMPRESS_MEASURE_EFFORT)
-        "measure_effort": effort(),
-    }
+        measure_effort=effort(),
+        signature=signature(experiment, space),
+    )
 
 
 @contextmanager

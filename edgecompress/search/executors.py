@@ -87,7 +87,7 @@ class Loop:
         a worker)."""
         return {
             "reference_ms": self.ledger.reference_ms,
-            "artifacts": self.ledger.meta["artifacts"],
+            "artifacts": self.ledger.meta.artifacts,
             "artifact_id": new_id(trial),
             "budget_ms": screening_budget(self.ledger, trial),
             "seed": self.ledger.seed_of(trial),

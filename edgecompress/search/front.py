@@ -15,7 +15,8 @@ from optuna.trial import TrialState
 
 from edgecompress.errors import EdgeCompressError
 from edgecompress.search.artifacts import store as artifact_store
-from edgecompress.search.storage import META, load_existing, open_storage
+from edgecompress.search.meta import StudyMeta, read
+from edgecompress.search.storage import load_existing, open_storage
 
 COSTS = [
     "latency_ms",
@@ -37,12 +38,6 @@ def columns(metric: str) -> list[str]:
     return ["trial", metric, f"{metric}_se", f"test_{metric}", *COSTS]
 
 
-def metric_of(meta: dict[str, Any]) -> tuple[str, str]:
-    """The study's metric and its direction (studies made before tasks had metrics: accuracy)."""
-    recorded = meta.get("metric") or {"name": "accuracy", "direction": "maximize"}
-    return str(recorded["name"]), str(recorded["direction"])
-
-
 def pareto_mask(values: np.ndarray, directions: list[str]) -> np.ndarray:
     """Rows not dominated by any other row (maximize/minimize per column)."""
     signed = values * np.array([-1.0 if d == "maximize" else 1.0 for d in directions])
@@ -56,7 +51,7 @@ def pareto_mask(values: np.ndarray, directions: list[str]) -> np.ndarray:
 @dataclass(frozen=True)
 class Result:
     study_name: str
-    meta: dict[str, Any]
+    meta: StudyMeta
     trials: pd.DataFrame  # every completed trial
     failed: int
     artifacts: dict[int, str]  # trial number -> artifact id of its ONNX file
@@ -67,24 +62,24 @@ class Result:
 
     @property
     def budget_ms(self) -> float:
-        return float(self.meta["budget_ms"])
+        return self.meta.budget_ms
 
     @property
     def objectives(self) -> list[str]:
-        return list(self.meta["objectives"])
+        return list(self.meta.objectives)
 
     @property
     def metric(self) -> str:
         """The name of the task metric the study optimises (``accuracy``, ``rmse``, ...)."""
-        return metric_of(self.meta)[0]
+        return self.meta.metric_name
 
     @property
     def higher_is_better(self) -> bool:
-        return metric_of(self.meta)[1] == "maximize"
+        return self.meta.metric_direction == "maximize"
 
     def directions(self) -> list[str]:
         """Optuna's direction of each objective: the metric's, then minimize."""
-        return [metric_of(self.meta)[1], *("minimize" for _ in self.objectives[1:])]
+        return [self.meta.metric_direction, *("minimize" for _ in self.objectives[1:])]
 
     @property
     def has_feasible(self) -> bool:
@@ -107,7 +102,7 @@ class Result:
 
     def records(self, frame: pd.DataFrame) -> list[dict[str, Any]]:
         """Rows of ``frame`` as JSON-ready dicts (NaN becomes None), with the ``speedup``."""
-        ref = float(self.meta["reference_latency_ms"])
+        ref = self.meta.reference_latency_ms
         records = []
         for row in frame.to_dict(orient="records"):
             clean = {
@@ -123,7 +118,7 @@ class Result:
         """The study's question: None, the best model (by its metric) within the budget; a
         number, the fastest model within that drop of the teacher's metric (in the metric's
         units: 0.01 is one accuracy point; for an error, how much larger it may be)."""
-        value = self.meta.get("max_drop")
+        value = self.meta.max_drop
         return None if value is None else float(value)
 
     def plot(self, path: str | Path, *, trial: int | None = None) -> Path:
@@ -174,10 +169,10 @@ def _row(trial: optuna.trial.FrozenTrial, budget_ms: float, metric: str) -> dict
 
 
 def load_result(study: optuna.Study) -> Result:
-    meta = dict(study.user_attrs[META])
+    meta = read(study)
     trials = study.get_trials(deepcopy=False)
-    metric = metric_of(meta)[0]
-    rows = [_row(t, meta["budget_ms"], metric) for t in trials if t.state == TrialState.COMPLETE]
+    metric = meta.metric_name
+    rows = [_row(t, meta.budget_ms, metric) for t in trials if t.state == TrialState.COMPLETE]
     frame = pd.DataFrame(rows, columns=columns(metric))
     failed = sum(t.state == TrialState.FAIL for t in trials)
     artifacts = {
@@ -209,7 +204,7 @@ def open_result(study: str, storage: str | None = None) -> Result:
 
 def download(result: Result, number: int, dst: Path) -> Path:
     """Trial ``number``'s ONNX file, copied from the study's artifact store to ``dst``."""
-    store = artifact_store(result.meta["artifacts"])  # boto3 missing: its own error
+    store = artifact_store(result.meta.artifacts)  # boto3 missing: its own error
     try:
         download_artifact(
             artifact_store=store, artifact_id=result.artifacts[number], file_path=str(dst)
@@ -217,7 +212,7 @@ def download(result: Result, number: int, dst: Path) -> Path:
     except Exception as exc:  # noqa: BLE001 - a missing or unreadable artifact
         raise EdgeCompressError(
             f"trial {number}: its ONNX file is not in the artifact store "
-            f"{result.meta['artifacts']} ({type(exc).__name__}: {exc}). The search wrote it "
+            f"{result.meta.artifacts} ({type(exc).__name__}: {exc}). The search wrote it "
             "there; restore that folder, or search again in a new study."
         ) from None
     return dst

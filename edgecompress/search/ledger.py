@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -19,7 +18,7 @@ from edgecompress.plan import Plan
 from edgecompress.search.artifacts import link, missing
 from edgecompress.search.costing import Costing
 from edgecompress.search.heartbeat import INTERVAL_S
-from edgecompress.search.storage import META
+from edgecompress.search.meta import StudyMeta, read
 from edgecompress.search.strategies import Context, Strategy
 from edgecompress.search.study import driver_id, fail_and_retry, recover_interrupted
 from edgecompress.search.trial import Outcome
@@ -49,25 +48,25 @@ class Ledger:
         return self.deadline is not None and now() >= self.deadline
 
     @property
-    def meta(self) -> dict[str, Any]:
-        return dict(self.study.user_attrs[META])
+    def meta(self) -> StudyMeta:
+        return read(self.study)
 
     @property
     def budget_ms(self) -> float:
-        return float(self.meta["budget_ms"])
+        return self.meta.budget_ms
 
     @property
     def reference_ms(self) -> float:
-        return float(self.meta["reference_latency_ms"])
+        return self.meta.reference_latency_ms
 
     @property
     def costing(self) -> Costing | None:
-        data = self.meta.get("costing")
-        return Costing.from_dict(data) if data else None
+        data = self.meta.costing
+        return Costing.from_dict(dict(data)) if data else None
 
     def lost_artifact(self, outcome: Outcome) -> str | None:
         """Why a trained trial's file is not where the study keeps its files (None: it is)."""
-        where = self.meta["artifacts"]
+        where = self.meta.artifacts
         if outcome.screened or not missing(where, outcome.artifact):
             return None
         host = outcome.notes.get("host", "another machine")

@@ -90,7 +90,7 @@ def elements(result: Result, trial: int | None = None) -> Elements:
             f"study {result.study_name!r} has no complete trial yet: nothing to plot. Run "
             "`edgecompress search` first (or let the running one finish a trial)."
         )
-    reference_ms = float(result.meta["reference_latency_ms"])
+    reference_ms = result.meta.reference_latency_ms
     kinds = trials.apply(kind_of, axis=1)
     order = ["searched plan", "uniform plan (one ratio)", "over the budget"]
     order += [f"baseline: {b}" for b in BASELINES]
@@ -116,8 +116,8 @@ def elements(result: Result, trial: int | None = None) -> Elements:
     sign = 1.0 if result.higher_is_better else -1.0  # an error's line lies above the teacher
     m = result.meta
     title = (
-        f"{result.study_name}: {len(trials)} trials on {m['target']['name']} "
-        f"({m['device']['cpu_model']}), budget {result.budget_ms:.4g} ms"
+        f"{result.study_name}: {len(trials)} trials on {m.target['name']} "
+        f"({m.device['cpu_model']}), budget {result.budget_ms:.4g} ms"
     )
     return Elements(
         series=series,

@@ -16,7 +16,7 @@ from edgecompress.experiment import Experiment
 from edgecompress.gate import CpuGate
 from edgecompress.search.costing import Costing
 from edgecompress.search.front import Result, download, load_result
-from edgecompress.search.storage import META
+from edgecompress.search.meta import read, update
 from edgecompress.search.trial import Reference, reference_of
 from edgecompress.tables.predict import predict_file
 from edgecompress.targets import describe_device
@@ -29,17 +29,17 @@ def remeasure_front(
     """Measures the front's trials live and records, in the study, each one's residual
     (measured / predicted) and their median; a live study's correction absorbs the median.
     Nothing is done unless the study has a table measured on this machine."""
-    stored = study.user_attrs[META].get("costing")
-    costing = Costing.from_dict(stored) if stored else None
+    stored = read(study).costing
+    costing = Costing.from_dict(dict(stored)) if stored else None
     here = describe_device()["cpu_model"]
     if costing is None or costing.table.header["device"].get("cpu_model") != here:
         return None  # decided from the study's settings, before its trials are loaded
     result = load_result(study)
     gate = CpuGate()
-    threads = int(result.meta["target"]["threads"])
+    threads = result.meta.threads
     with gate.measure():
         teacher_ms = (
-            float(result.meta["reference_latency_ms"])
+            result.meta.reference_latency_ms
             if costing.latency == "live"
             else measure_absolute_ms(reference.onnx, reference.feed, threads=threads)
         )
@@ -65,14 +65,13 @@ def remeasure_front(
         return None
     median = float(np.median([r["residual"] for r in rows.values()]))
     record = {"trials": rows, "median_residual": median, "latency": costing.latency}
-    meta = dict(study.user_attrs[META])
-    meta["residuals"] = record
+    changes: dict[str, Any] = {"residuals": record}
     if costing.latency == "live":  # later predictions (screening on resume) use it
         # set from the table's own numbers, not multiplied: a resume re-measuring the same
         # trials gives the same correction again
         factor = float(np.median([r["live_ms"] / r["table_ms"] for r in rows.values()]))
-        meta["costing"] = replace(costing, correction=factor).to_dict()
-    study.set_user_attr(META, meta)
+        changes["costing"] = replace(costing, correction=factor).to_dict()
+    update(study, **changes)
     return record
 
 
@@ -98,8 +97,8 @@ def recost(
     reference = reference_of(experiment)
     teacher = predict_file(table, reference.onnx, experiment).latency_ms
     if budget_ms is None:
-        speedup = result.meta.get("speedup")
-        budget_ms = teacher / float(speedup) if speedup else float(result.meta["budget_ms"])
+        speedup = result.meta.speedup
+        budget_ms = teacher / float(speedup) if speedup else result.meta.budget_ms
     frame = result.trials.copy()
     with tempfile.TemporaryDirectory() as tmp:
         latencies = []
@@ -110,12 +109,12 @@ def recost(
     frame["feasible"] = frame["latency_ms"] <= budget_ms
     frame["violation_ms"] = (frame["latency_ms"] - budget_ms).clip(lower=0.0)
     frame["latency_spread_pct"] = np.nan
-    meta = {
-        **result.meta,
-        "budget_ms": budget_ms,
-        "reference_latency_ms": teacher,
-        "target": profile.target.to_dict(),
-        "device": table.header["device"],
-        "recosted_for": profile.target.name,
-    }
+    meta = replace(
+        result.meta,
+        budget_ms=budget_ms,
+        reference_latency_ms=teacher,
+        target=profile.target.to_dict(),
+        device=table.header["device"],
+        recosted_for=profile.target.name,
+    )
     return replace(result, meta=meta, trials=frame)

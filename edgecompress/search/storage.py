@@ -9,9 +9,9 @@ import optuna
 from optuna.storages import BaseStorage
 
 from edgecompress.errors import EdgeCompressError
+from edgecompress.search.meta import KEY, has_meta
 
 DEFAULT_STORAGE = "sqlite:///edgecompress.db"
-META = "edgecompress"  # the study user attribute holding the study's settings
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -78,9 +78,9 @@ def load_existing(name: str, storage: BaseStorage, url: str | None) -> optuna.St
             f"Studies there: {listed}. Pass --study with one of them."
         )
     study = optuna.load_study(study_name=name, storage=storage)
-    if META not in study.user_attrs:
+    if not has_meta(study):
         raise EdgeCompressError(
-            f"study {name!r} was not created by edgecompress (it has no {META!r} settings); "
+            f"study {name!r} was not created by edgecompress (it has no {KEY!r} settings); "
             "use another --study name."
         )
     return study

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import socket
 import warnings
@@ -16,7 +15,7 @@ from optuna.trial import FrozenTrial, TrialState
 from edgecompress.errors import EdgeCompressError
 from edgecompress.experiment import Experiment
 from edgecompress.search.heartbeat import beating, on_this_host
-from edgecompress.search.storage import META
+from edgecompress.search.meta import StudyMeta, read, write_new
 from edgecompress.spaces import Space, baseline_params, describe, on_grid
 
 BASELINES = ("teacher", "int8")
@@ -54,10 +53,10 @@ def _short(knob: dict[str, Any]) -> str:
 
 
 def check_resume(study: optuna.Study, now: dict[str, Any], budget_ms: float | None) -> None:
-    meta = study.user_attrs[META]
-    diffs = differences(meta["signature"], now)
-    if budget_ms is not None and abs(budget_ms - meta["budget_ms"]) > 1e-9:
-        diffs.append(f"budget_ms: study has {meta['budget_ms']:.4f}, now {budget_ms:.4f}")
+    meta = read(study)
+    diffs = differences(dict(meta.signature), now)
+    if budget_ms is not None and abs(budget_ms - meta.budget_ms) > 1e-9:
+        diffs.append(f"budget_ms: study has {meta.budget_ms:.4f}, now {budget_ms:.4f}")
     if diffs:
         raise EdgeCompressError(
             f"study {study.study_name!r} was created with other settings, so it cannot be "
@@ -89,7 +88,7 @@ def check_costing(stored: dict[str, Any] | None, now: Any, screen_asked: bool = 
 
 
 def create(
-    storage: BaseStorage, name: str, experiment: Experiment, meta: dict[str, Any]
+    storage: BaseStorage, name: str, experiment: Experiment, meta: StudyMeta
 ) -> optuna.Study:
     study = optuna.create_study(
         study_name=name,
@@ -99,8 +98,7 @@ def create(
     with warnings.catch_warnings():  # experimental in Optuna 5: its warning is no news to users
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study.set_metric_names(list(experiment.study_objectives))  # optuna-dashboard's labels
-    meta = {**meta, "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    study.set_user_attr(META, meta)
+    write_new(study, meta)
     return study
 
 

@@ -26,7 +26,7 @@ def test_a_study_keeps_its_onnx_files_in_an_s3_bucket(s3, tiny, workdir: Path) -
         strategy="tpe",
         artifacts=f"s3://{BUCKET}/team",
     )
-    assert result.meta["artifacts"] == f"s3://{BUCKET}/team/tiny"
+    assert result.meta.artifacts == f"s3://{BUCKET}/team/tiny"
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]]
     assert len(keys) == 2 and all(k.startswith("team/tiny/") for k in keys)  # no probe left
     assert not (workdir / "s.db.artifacts").exists()  # nothing beside the database
@@ -80,12 +80,12 @@ def test_a_file_stored_on_another_machine_fails_its_trial_with_the_reason(tmp_pa
 
     from edgecompress.search.executors import Loop
     from edgecompress.search.ledger import Ledger
-    from edgecompress.search.storage import META
+    from edgecompress.search.meta import StudyMeta, write
     from edgecompress.search.trial import Outcome
     from edgecompress.spaces import KnobSpace
 
     study = optuna.create_study(directions=["maximize", "minimize"])
-    study.set_user_attr(META, {"artifacts": str(tmp_path), "budget_ms": 1.0})
+    write(study, StudyMeta("t", ("accuracy", "latency_ms"), 1.0, 2.0, {}, {}, str(tmp_path)))
     told: list[object] = []
     loop = Loop(Ledger(study, KnobSpace(), ("accuracy", "latency_ms")), lambda t, o: told.append(o))
     trial = study.ask()

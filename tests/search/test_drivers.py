@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -13,7 +14,8 @@ from optuna.trial import TrialState
 
 from edgecompress import EdgeCompressError
 from edgecompress.search import engine
-from edgecompress.search.storage import META, open_storage
+from edgecompress.search.meta import KEY as META
+from edgecompress.search.storage import open_storage
 from edgecompress.search.trial import reference_of
 
 
@@ -23,7 +25,7 @@ def test_the_driver_that_loses_the_race_to_create_resumes(tiny, workdir: Path, m
 
     def another_driver_first(store, name, experiment, meta):  # type: ignore[no-untyped-def]
         calls.append(name)
-        real(store, name, experiment, {**meta, "by": "the other driver"})
+        real(store, name, experiment, replace(meta, unknown={"by": "the other driver"}))
         return real(store, name, experiment, meta)  # this driver's own create: it lost
 
     monkeypatch.setattr(engine, "create", another_driver_first)

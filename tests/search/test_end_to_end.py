@@ -39,8 +39,8 @@ def test_search_front_export(tiny, workdir: Path) -> None:  # type: ignore[no-un
     teacher = result.trials.set_index("baseline").loc["teacher"]
     # the uncompressed teacher's plan is the identity, and it is ~1x the reference
     assert all(v == 0.0 for k, v in teacher["plan"].items() if k.startswith("prune."))
-    assert 0.5 < teacher["latency_ms"] / result.meta["reference_latency_ms"] < 2.0
-    assert result.budget_ms == result.meta["reference_latency_ms"] / 0.5
+    assert 0.5 < teacher["latency_ms"] / result.meta.reference_latency_ms < 2.0
+    assert result.budget_ms == result.meta.reference_latency_ms / 0.5
 
     front = result.front()
     assert result.has_feasible  # the budget is twice the teacher's latency
@@ -78,12 +78,12 @@ def test_search_front_export(tiny, workdir: Path) -> None:  # type: ignore[no-un
     assert saved["metrics"]["accuracy"] == recorded["accuracy"]
     assert saved["metrics"]["latency_ms_remeasured"] > 0
     assert saved["metrics"]["speedup"] == pytest.approx(
-        result.meta["reference_latency_ms"] / recorded["latency_ms"]
+        result.meta.reference_latency_ms / recorded["latency_ms"]
     )
     # the study measured with the suite's fewer rounds (conftest.py), and says so
     from edgecompress.evaluators.latency import effort
 
-    assert result.meta["measure_effort"] == saved["measure_effort"] == effort() < 1
+    assert result.meta.measure_effort == saved["measure_effort"] == effort() < 1
     assert saved["target"]["threads"] == 1 and "cpu_model" in saved["target"]["searched_on"]
     assert isinstance(saved["target"]["searched_on"]["isa_flags"], list)
     assert set(saved["versions"]) >= {"torch", "onnxruntime", "optuna", "edgecompress"}

@@ -1,6 +1,7 @@
 """The front and feasibility on a hand-made set of trials."""
 
 import math
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -10,6 +11,7 @@ from edgecompress.errors import TrialsKeepFailing
 from edgecompress.search import Result, pareto_mask
 from edgecompress.search.executors import FailureCount
 from edgecompress.search.front import columns
+from edgecompress.search.meta import StudyMeta
 
 
 def _result(rows: list[tuple[int, float, float]], budget_ms: float) -> Result:
@@ -31,12 +33,21 @@ def _result(rows: list[tuple[int, float, float]], budget_ms: float) -> Result:
         ],
         columns=columns("accuracy"),
     )
-    meta = {
-        "budget_ms": budget_ms,
+    return Result("s", study_meta(budget_ms=budget_ms), frame, failed=0, artifacts={})
+
+
+def study_meta(**given: Any) -> StudyMeta:
+    """A study's settings for a result made in a test: ``given`` over plain defaults."""
+    base = {
+        "experiment": "s",
         "objectives": ["accuracy", "latency_ms"],
+        "budget_ms": 1.0,
         "reference_latency_ms": 2.0,
+        "target": {"name": "local-cpu", "threads": 1, "batch_size": 1},
+        "device": {"cpu_model": "some CPU"},
+        "artifacts": "/nowhere",
     }
-    return Result("s", meta, frame, failed=0, artifacts={})
+    return StudyMeta.from_dict({**base, **given})
 
 
 def test_front_keeps_feasible_non_dominated_trials_only() -> None:

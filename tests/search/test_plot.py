@@ -1,5 +1,6 @@
 """The picture of a study: what it shows (the elements both renderers draw), and the files."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,10 +26,7 @@ def _result(max_drop: float | None = None) -> Result:
     result = _made([(n, acc, lat) for n, acc, lat, _, _ in ROWS], budget_ms=0.32)
     result.trials["baseline"] = [baseline for *_, baseline, _ in ROWS]
     result.trials["proposed_by"] = [proposed for *_, proposed in ROWS]
-    result.meta.update(
-        target={"name": "local-cpu"}, device={"cpu_model": "some CPU"}, max_drop=max_drop
-    )
-    return result
+    return replace(result, meta=replace(result.meta, max_drop=max_drop))
 
 
 def _names(drawn) -> dict[str, list[int]]:  # type: ignore[no-untyped-def]

@@ -45,7 +45,7 @@ def test_two_workers_on_ray(tiny, workdir: Path) -> None:  # type: ignore[no-unt
     assert TrialState.RUNNING not in [t.state for t in study.trials]
     assert study.user_attrs[f"heartbeat:{driver_id()}"] == 0.0  # beat, then marked gone
     # each worker stored its trial's ONNX file, under the id the driver linked, and nothing else
-    artifacts = Path(result.meta["artifacts"])
+    artifacts = Path(result.meta.artifacts)
     stored = {file.name for file in artifacts.iterdir()}
     assert stored == {result.artifacts[n] for n in result.trials["trial"]}
     assert all(

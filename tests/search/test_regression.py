@@ -29,6 +29,8 @@ from edgecompress.search.front import columns
 from edgecompress.search.plot import elements
 from edgecompress.tasks import MAE, RMSE
 
+from .test_front import study_meta  # type: ignore[import-not-found]
+
 SIGNAL = f"{Path(__file__).parent.parent / 'regression_experiment.py'}:experiment"
 
 
@@ -51,7 +53,7 @@ def test_a_regression_study_optimises_the_metric_asked_and_export_verifies_it(
     assert any(" mae " in f" {line} " and "test_mae" in line for line in header), out
     result = open_result("signal", storage)
     assert result.metric == "mae" and result.directions() == ["minimize", "minimize"]
-    assert result.meta["metric"] == {"name": "mae", "direction": "minimize"}
+    assert result.meta.metric == {"name": "mae", "direction": "minimize"}
     assert list(result.trials.columns[:4]) == ["trial", "mae", "mae_se", "test_mae"]
     trials = result.trials.set_index("baseline")
     teacher = float(trials.loc["teacher", "mae"])
@@ -205,10 +207,10 @@ def test_the_front_best_and_plot_follow_a_minimized_metric() -> None:
         "target": {"name": "local-cpu"},
         "device": {"cpu_model": "cpu"},
     }
-    result = Result("s", meta, frame, failed=0, artifacts={})
+    result = Result("s", study_meta(**meta), frame, failed=0, artifacts={})
     assert list(result.front()["trial"]) == [1, 2, 4]  # lowest error first
     assert int(result.best()["trial"]) == 1
-    asked = Result("s", {**meta, "max_drop": 0.035}, frame, failed=0, artifacts={})
+    asked = Result("s", study_meta(**meta, max_drop=0.035), frame, failed=0, artifacts={})
     assert int(asked.best()["trial"]) == 2  # the fastest within 0.035 of the teacher's 0.10
     drawn = elements(asked)
     assert drawn.drop_line == pytest.approx(0.135)  # an error's line lies above the teacher's

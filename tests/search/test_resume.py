@@ -161,14 +161,14 @@ def test_a_time_limit_stops_starting_trials_and_the_study_resumes(
     # a worker stored its trial's file, then the driver was killed before linking it (the
     # trial was failed by the heartbeat): the next run of the study removes the file
     killed = study.ask()
-    orphan = Path(result.meta["artifacts"]) / new_id(killed)
+    orphan = Path(result.meta.artifacts) / new_id(killed)
     orphan.write_bytes(b"onnx")
     study.tell(killed, state=TrialState.FAIL)
     monkeypatch.setattr(ledger, "now", real)
     again = search(tiny, trials=3, storage=storage, progress=False, strategy="tpe")
     assert again.stopped is None and len(_complete(storage)) == 3
     assert not orphan.exists()
-    stored = [Path(again.meta["artifacts"]) / a for a in again.artifacts.values()]
+    stored = [Path(again.meta.artifacts) / a for a in again.artifacts.values()]
     assert len(stored) == 3 and all(file.exists() for file in stored)
     later = {t.number: t.datetime_complete for t in _complete(storage)}
     assert all(later[n] == finished for n, finished in first.items())  # not rerun

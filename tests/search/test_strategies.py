@@ -25,6 +25,8 @@ from edgecompress.tasks import ClassificationTask
 from edgecompress.tasks.metrics import ACCURACY, RMSE, Metric
 from tests.conftest import TINY
 
+from .test_front import study_meta  # type: ignore[import-not-found]
+
 
 class HalfThenSampler(Strategy):
     """A strategy written by a user: one plan of its own (every group pruned by half), then
@@ -167,7 +169,7 @@ def _result(rows: list[tuple[int, float, float, str]], meta: dict[str, Any]) -> 
         ],
         columns=columns("accuracy"),
     )
-    return Result("s", meta, frame, failed=0, artifacts={})
+    return Result("s", study_meta(**meta), frame, failed=0, artifacts={})
 
 
 def test_best_answers_the_question_asked() -> None:

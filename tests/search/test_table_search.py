@@ -107,7 +107,7 @@ def test_screening_never_trains_a_plan_predicted_over_budget(
     assert len(result.trials) == 6 and len(trained) == 6
     teacher = result.trials.set_index("baseline").loc["teacher"]
     assert not teacher["feasible"]  # over budget, but a baseline: trained, never screened
-    assert result.meta["costing"]["latency"] == "table"  # another device: no live latency
+    assert result.meta.costing["latency"] == "table"  # another device: no live latency
     for t in study.trials:
         if t.state == optuna.trial.TrialState.COMPLETE:  # latency is the table's prediction
             assert t.user_attrs["latency_ms"] == t.user_attrs["predicted_latency_ms"]
@@ -140,7 +140,7 @@ def test_recosting_for_another_target_changes_latency_not_accuracy(
     assert ratio.to_numpy() == pytest.approx(2.0, rel=1e-6)  # every entry twice as slow
     # the budget is the study's speedup over the teacher as predicted on dev-b
     assert other.budget_ms == pytest.approx(2 * result.budget_ms - 0.005, rel=1e-6)
-    assert other.meta["recosted_for"] == "dev-b"
+    assert other.meta.recosted_for == "dev-b"
 
 
 def test_live_latency_is_refused_for_another_device(
@@ -186,19 +186,19 @@ def test_a_resumed_study_keeps_its_latency_source_and_its_correction_does_not_co
         "strategy": "tpe",
     }
     first = search(tiny, trials=2, **kw)  # type: ignore[arg-type]
-    assert first.meta["costing"]["latency"] == "live"
-    record = first.meta["residuals"]
+    assert first.meta.costing["latency"] == "live"
+    record = first.meta.residuals
     assert record["trials"], "the front is re-measured live against the table"
-    correction = first.meta["costing"]["correction"]
+    correction = first.meta.costing["correction"]
     # the correction is the front's live ms per table ms: set, not multiplied, on each run
     expected = np.median([r["live_ms"] / r["table_ms"] for r in record["trials"].values()])
     assert correction == pytest.approx(expected)
     again = search(tiny, trials=2, **kw)  # type: ignore[arg-type]  # nothing left to train
-    rows = again.meta["residuals"]["trials"].values()
+    rows = again.meta.residuals["trials"].values()
     # the table ms of a trial are its own, whatever correction screening used meanwhile
     assert [r["table_ms"] for r in rows] == [r["table_ms"] for r in record["trials"].values()]
     expected = np.median([r["live_ms"] / r["table_ms"] for r in rows])
-    assert again.meta["costing"]["correction"] == pytest.approx(expected)
+    assert again.meta.costing["correction"] == pytest.approx(expected)
     with pytest.raises(EdgeCompressError, match="takes its latency live"):
         search(tiny, trials=2, latency="table", **kw)  # type: ignore[arg-type]
 
@@ -213,7 +213,7 @@ def test_a_search_on_ray_costs_and_screens_from_the_table(
     _device(kernels_of_tiny, workdir, "slow-float", 1.0, "Cortex-A53")
     result = _on_slow_float(tiny, "sqlite:///ray-table.db", workers=2)
     study = optuna.load_study(study_name="tiny", storage="sqlite:///ray-table.db")
-    assert result.meta["costing"]["latency"] == "table"
+    assert result.meta.costing["latency"] == "table"
     screened = [t for t in study.trials if t.user_attrs.get("screened")]
     assert screened and all(t.state == optuna.trial.TrialState.PRUNED for t in screened)
     assert all(t.constraints["latency_budget"] > 0 for t in screened)

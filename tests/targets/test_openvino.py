@@ -94,8 +94,8 @@ def test_a_search_on_openvino_records_it_and_export_verifies_there(workdir, caps
     )
     assert code == 0, capsys.readouterr().err
     result = open_result("ov", "sqlite:///ov.db")
-    assert result.meta["target"]["runtime"] == "openvino"
-    assert result.meta["target"]["execution_provider"] == "CPU"
+    assert result.meta.target["runtime"] == "openvino"
+    assert result.meta.target["execution_provider"] == "CPU"
     done = result.trials.dropna(subset=["latency_ms"])
     assert len(done) == 3 and (done["latency_ms"] > 0).all()
     # another runtime is another study: resuming it on ONNX Runtime is refused, nothing run
