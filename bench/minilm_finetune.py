@@ -64,13 +64,13 @@ def main() -> None:
         params = {**baseline_params(space, "teacher"), **{k.name: on_grid(k, ratio) for k in prune}}
         plan = replay(space, params)
         pruner = ChannelPruner(experiment.example_input, seed=experiment.seed)
-        untrained = pruner.apply(experiment.model().eval(), plan)
+        untrained, _ = pruner.apply(experiment.model().eval(), plan)
         size = sum(p.numel() for p in untrained.parameters())
         start = cosine(untrained, x, y)
         print(f"ratio {ratio}: {size / 1e6:.1f}M parameters, untrained val cosine {start:.4f}")
         for epochs in args.epochs:
             for lr in args.lrs:
-                student = pruner.apply(experiment.model().eval(), plan)
+                student, _ = pruner.apply(experiment.model().eval(), plan)
                 began = time.perf_counter()
                 experiment.task.fit(
                     student, teacher, settings=replace(settings, epochs=epochs, lr=lr), seed=0

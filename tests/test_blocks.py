@@ -85,7 +85,7 @@ def test_reused_blocks_are_not_droppable_and_blocks_called_with_more_arguments_a
     x = torch.randn(2, 8)
     (stage,) = find_stages(Reused(), x)  # body runs twice: not a stage
     assert [u.names for u in stage.units] == [("gated.0",), ("gated.1",)]
-    student = StudentBuilder(x).apply(Reused(), Plan({"student.depth.stage0": 1}))
+    student = StudentBuilder(x).apply(Reused(), Plan({"student.depth.stage0": 1}))[0]
     assert isinstance(student.gated[1], PassThrough)
     assert student(x).shape == (2, 2)
 

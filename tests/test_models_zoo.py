@@ -47,7 +47,7 @@ def _half_of_every_group(name: str) -> tuple[nn.Module, nn.Module, Plan]:
     model, example = ZOO[name](), EXAMPLE_INPUTS[name]
     groups, _ = channel_groups(model, example, exclude=(OUTPUT_LAYER,))
     plan = Plan({f"prune.{g.name}": 0.5 for g in groups})
-    return model, ChannelPruner(example).apply(model, plan), plan
+    return model, ChannelPruner(example).apply(model, plan)[0], plan
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -153,7 +153,7 @@ def test_transformer_width_stays_a_multiple_of_the_heads(ratio: float) -> None:
     model, example = ZOO["transformer"](), EXAMPLE_INPUTS["transformer"]
     groups, _ = channel_groups(model, example, exclude=(OUTPUT_LAYER,))
     width = next(g for g in groups if "embed" in g.layers)
-    pruned = ChannelPruner(example).apply(model, Plan({f"prune.{width.name}": ratio}))
+    pruned = ChannelPruner(example).apply(model, Plan({f"prune.{width.name}": ratio}))[0]
     embed_dim = pruned.blocks[0].attn.embed_dim  # type: ignore[index, union-attr]
     assert embed_dim % 4 == 0 and embed_dim < 32
     with torch.no_grad():

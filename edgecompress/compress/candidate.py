@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
 from edgecompress.plan import Plan
+
+# What a compressor reports it did (JSON-ready; the pipeline keeps it in the trial's notes):
+# ``apply(model, plan) -> (model, report)``, or for a compressor of ONNX files
+# ``apply(src, dst, plan) -> report``. Empty: nothing worth noting.
+Report = dict[str, Any]
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from edgecompress.compress.candidate import Report
 from edgecompress.modules import weights_read_directly
 from edgecompress.plan import InvalidPlan, Plan
 
@@ -50,9 +51,10 @@ Conv = nn.Conv1d | nn.Conv2d
 
 
 class LowRankFactorizer:
-    """``apply(model, plan)`` factorizes each ``rank.<layer>`` down to that share of its MACs."""
+    """``apply(model, plan)`` factorizes each ``rank.<layer>`` down to that share of its MACs;
+    its report: ``ranks``, the ranks picked per layer (``None``: the layer stays dense)."""
 
-    def apply(self, model: nn.Module, plan: Plan) -> nn.Module:
+    def apply(self, model: nn.Module, plan: Plan) -> tuple[nn.Module, Report]:
         chosen = _choose(model, plan)
         method = _method(plan)
         model = copy.deepcopy(model)
@@ -61,11 +63,8 @@ class LowRankFactorizer:
                 low = factorize(model.get_submodule(name), ranks=ranks, method=method)
                 parent, _, child = name.rpartition(".")
                 setattr(model.get_submodule(parent), child, low)
-        return model
-
-    def ranks(self, model: nn.Module, plan: Plan) -> dict[str, list[int] | None]:
-        """The ranks ``apply`` picks per layer; ``None``: the layer stays dense."""
-        return {name: None if r is None else list(r) for name, r in _choose(model, plan).items()}
+        picked = {name: None if r is None else list(r) for name, r in chosen.items()}
+        return model, {"ranks": picked}
 
 
 def factorize(

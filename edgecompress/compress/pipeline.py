@@ -202,13 +202,11 @@ class _Steps:
             seed=self.experiment.seed,
         )
         with self.gate():
-            self.student = builder.apply(self.teacher, self.plan)
-        if builder.built == "teacher":
+            self.student, report = builder.apply(self.teacher, self.plan)
+        if not report:  # no student: the copy of the teacher
             return
         self.plan, dropped = drop_missing(self.plan, self.student, teacher=self.teacher)
-        self.notes["student"] = builder.built
-        if builder.dropped_layers:
-            self.notes["dropped_layers"] = builder.dropped_layers
+        self.notes.update(report)
         if dropped:
             self.notes["plan_entries_not_applied"] = dropped
         self.changed = True  # a student always learns from the teacher
@@ -252,20 +250,17 @@ class _Steps:
             loss=self.experiment.task.loss,
         )
         with self.gate():
-            self.student = pruner.apply(self.student, self.plan)
-        if pruner.fallbacks:
-            self.notes["criterion_fallbacks"] = pruner.fallbacks
+            self.student, report = pruner.apply(self.student, self.plan)
+        self.notes.update(report)
         self.changed = True
 
     def factorize(self) -> None:
         if not any(s < 1 for s in self.plan.numbers("rank").values()):
             return
-        factorizer = LowRankFactorizer()
         with self.gate():
-            ranks = factorizer.ranks(self.student, self.plan)
-            self.student = factorizer.apply(self.student, self.plan)
-        self.notes["ranks"] = ranks
-        self.changed = self.changed or any(r is not None for r in ranks.values())
+            self.student, report = LowRankFactorizer().apply(self.student, self.plan)
+        self.notes.update(report)
+        self.changed = self.changed or any(r is not None for r in report["ranks"].values())
 
     def sparsify(self) -> None:
         ratios = self.plan.numbers("sparsity")
@@ -276,9 +271,10 @@ class _Steps:
             strength = l1_strength(self.plan)
             self.penalty_phase(lambda m: strength * l1_penalty(m, layers), "l1_epochs")
         with self.gate():
-            self.student = UnstructuredPruner(seed=self.experiment.seed).apply(
+            self.student, report = UnstructuredPruner(seed=self.experiment.seed).apply(
                 self.student, self.plan
             )
+        self.notes.update(report)
         self.changed = True
 
     def finetune(self) -> None:
@@ -313,6 +309,15 @@ class _Steps:
             self.notes["weight_sparsity"] = sparsity
 
 
+# the structural steps, in order (see the module's docstring); fine-tuning and export follow
+STEPS: tuple[Callable[[_Steps], None], ...] = (
+    _Steps.distill_student,
+    _Steps.prune,
+    _Steps.factorize,
+    _Steps.sparsify,
+)
+
+
 def compress(
     experiment: Experiment, plan: Plan, workdir: Path, *, gate: Gate = nullcontext
 ) -> Candidate:
@@ -322,10 +327,8 @@ def compress(
     """
     check_sections(plan)
     steps = _Steps(experiment, plan, gate)
-    steps.distill_student()
-    steps.prune()
-    steps.factorize()
-    steps.sparsify()
+    for step in STEPS:  # each applies one compressor (or none) and notes its report
+        step(steps)
     check_output_shape(steps.student, steps.teacher, experiment.task)
     steps.finetune()
     check_finite(steps.student, experiment.task)
@@ -334,6 +337,6 @@ def compress(
         fp32 = export_onnx(
             steps.student.eval(), experiment.example_input, workdir / "fp32.onnx", experiment.inputs
         )
-        path = quantizer.apply(fp32, workdir / "model.onnx", steps.plan)
-    steps.notes["quantization"] = quantizer.recipe.to_dict()
+        path = workdir / "model.onnx"
+        steps.notes.update(quantizer.apply(fp32, path, steps.plan))
     return Candidate(plan=plan, module=steps.student, onnx_path=path, notes=steps.notes)

@@ -34,6 +34,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from edgecompress.compress.candidate import Report
 from edgecompress.inputs import call
 from edgecompress.modules import dependency_graph
 from edgecompress.plan import InvalidPlan, Plan
@@ -48,7 +49,9 @@ PROJECTIONS = frozenset({"query", "key", "value", "q_proj", "k_proj", "v_proj", 
 
 
 class ChannelPruner:
-    """``apply(model, plan)`` removes ``prune.<group>`` of each group's output channels.
+    """``apply(model, plan)`` removes ``prune.<group>`` of each group's output channels; its
+    report: ``criterion_fallbacks``, the groups the plan's criterion could not rank (and how
+    they were ranked instead), when there are any.
 
     ``batches`` yields ``(inputs, targets)`` training batches; only the ``taylor`` criterion
     uses them (the first few), with ``loss`` (the task's; default cross-entropy on labels).
@@ -67,15 +70,14 @@ class ChannelPruner:
         self.batches = batches
         self.seed = seed
         self.loss = loss
-        self.fallbacks: list[str] = []
 
-    def apply(self, model: nn.Module, plan: Plan) -> nn.Module:
+    def apply(self, model: nn.Module, plan: Plan) -> tuple[nn.Module, Report]:
         ratios = plan.numbers("prune")
         criterion, round_to = _settings(plan)
         model = copy.deepcopy(model).eval()
-        self.fallbacks = []
+        fallbacks: list[str] = []
         if not any(ratios.values()):
-            return model
+            return model, {}
         modules = dict(model.named_modules())
         unknown = [name for name in ratios if name not in modules]
         if unknown:
@@ -89,10 +91,10 @@ class ChannelPruner:
         generator = torch.Generator().manual_seed(self.seed)
         attention = _head_owners(model)
         for name, ratio in ratios.items():
-            scorer = _Scorer(criterion, generator, name, self.fallbacks)
+            scorer = _Scorer(criterion, generator, name, fallbacks)
             _prune_group(graph, modules[name], name, ratio, round_to, scorer, attention)
         model.zero_grad(set_to_none=True)
-        return model.eval()
+        return model.eval(), {"criterion_fallbacks": fallbacks} if fallbacks else {}
 
     def _accumulate_gradients(self, model: nn.Module) -> None:
         if self.batches is None:

@@ -31,6 +31,7 @@ from onnx import numpy_helper
 from torch import nn
 from torch.nn.utils import prune
 
+from edgecompress.compress.candidate import Report
 from edgecompress.modules import weights_read_directly
 from edgecompress.plan import InvalidPlan, Plan
 
@@ -42,12 +43,14 @@ Selector = Callable[[Weights, dict[str, float], Plan, int], Weights]
 
 
 class UnstructuredPruner:
-    """``apply(model, plan)`` returns a copy of ``model`` with ``weight`` masks registered."""
+    """``apply(model, plan)`` returns a copy of ``model`` with ``weight`` masks registered, and
+    its report: ``sparsity_masks``, the share of weights masked per layer (a container in the
+    plan expanded to its layers)."""
 
     def __init__(self, *, seed: int = 0) -> None:
         self.seed = seed
 
-    def apply(self, model: nn.Module, plan: Plan) -> nn.Module:
+    def apply(self, model: nn.Module, plan: Plan) -> tuple[nn.Module, Report]:
         ratios = _ratios(plan)
         select = _selector(plan)
         model = copy.deepcopy(model)
@@ -57,7 +60,8 @@ class UnstructuredPruner:
         masks = select(weights, enabled, plan, self.seed)
         for path, mask in masks.items():
             prune.custom_from_mask(layers[path][0], "weight", mask)
-        return model
+        shares = {path: round(1.0 - float(mask.float().mean()), 4) for path, mask in masks.items()}
+        return model, {"sparsity_masks": shares} if shares else {}
 
 
 def finalize(model: nn.Module) -> nn.Module:

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from edgecompress.blocks import PassThrough, Stage, StudentFamily, find_stages
+from edgecompress.compress.candidate import Report
 from edgecompress.compress.prune import ChannelPruner
 from edgecompress.inputs import call
 from edgecompress.modules import WEIGHT_LAYERS
@@ -36,8 +37,9 @@ LAYER_SECTIONS = ("prune", "sparsity", "rank", "bits")
 class StudentBuilder:
     """``apply(teacher, plan)``: the plan's student, a new model; the teacher is never changed.
 
-    After ``apply``: ``dropped_layers``, the teacher's weight layers the student does not have,
-    and ``built``, what was built (``"teacher"``: an unchanged copy, ``"derived"``, ``"family"``).
+    Its report: ``student``, what was built (``"derived"`` from the teacher, or a member of the
+    ``"family"``), and ``dropped_layers``, the teacher's weight layers the student does not
+    have; empty when the plan builds no student (an unchanged copy of the teacher).
     """
 
     def __init__(
@@ -46,24 +48,21 @@ class StudentBuilder:
         self.example_input = example_input
         self.family = family
         self.seed = seed
-        self.dropped_layers: list[str] = []
-        self.built = "teacher"
 
-    def apply(self, teacher: nn.Module, plan: Plan) -> nn.Module:
+    def apply(self, teacher: nn.Module, plan: Plan) -> tuple[nn.Module, Report]:
         entries = plan.section("student")
         _check_keys(entries)
-        self.dropped_layers, self.built = [], "teacher"
         model = copy.deepcopy(teacher).eval()
         if entries.get("family", "teacher") == "family":
             return self._family(model, entries)
         depths, widths = _per_stage(entries)
         if not depths and not widths:
-            return model
+            return model, {}
         return self._derived(model, depths, widths)
 
     def _derived(
         self, model: nn.Module, depths: dict[str, int], widths: dict[str, float]
-    ) -> nn.Module:
+    ) -> tuple[nn.Module, Report]:
         stages = {s.name: s for s in find_stages(model, self.example_input)}
         unknown = sorted((set(depths) | set(widths)) - set(stages))
         if unknown:
@@ -73,18 +72,19 @@ class StudentBuilder:
             )
         expected = _output_shape(model, self.example_input)
         ratios: dict[str, Value] = {}
+        dropped: list[str] = []
         for name, stage in stages.items():
             kept = _kept(stage, depths.get(name, len(stage.units)))
-            self.dropped_layers += _drop(model, stage, kept)
+            dropped += _drop(model, stage, kept)
             ratios.update(_narrow(stage, kept, widths.get(name, 1.0)))
         if ratios:
-            model = ChannelPruner(self.example_input).apply(model, Plan(ratios))
-        if self.dropped_layers or ratios:
-            self.built = "derived"
+            model, _ = ChannelPruner(self.example_input).apply(model, Plan(ratios))
         _check_output(model, self.example_input, expected, "the derived student")
-        return model
+        if not dropped and not ratios:
+            return model, {}
+        return model, _report("derived", dropped)
 
-    def _family(self, teacher: nn.Module, entries: dict[str, Value]) -> nn.Module:
+    def _family(self, teacher: nn.Module, entries: dict[str, Value]) -> tuple[nn.Module, Report]:
         if self.family is None:
             raise InvalidPlan(
                 "student.family = 'family' needs a student family: give the experiment "
@@ -105,9 +105,11 @@ class StudentBuilder:
         _check_output(student, self.example_input, expected, f"build(width={width}, depth={depth})")
         mine = {n for n, m in student.named_modules() if isinstance(m, WEIGHT_LAYERS)}
         theirs = [n for n, m in teacher.named_modules() if isinstance(m, WEIGHT_LAYERS)]
-        self.dropped_layers = [n for n in theirs if n not in mine]
-        self.built = "family"
-        return student.eval()
+        return student.eval(), _report("family", [n for n in theirs if n not in mine])
+
+
+def _report(built: str, dropped: list[str]) -> Report:
+    return {"student": built, **({"dropped_layers": dropped} if dropped else {})}
 
 
 def _check_keys(entries: dict[str, Value]) -> None:

@@ -447,7 +447,7 @@ class _Profiler:
         self.progress(f"{name} at {level:g}")
         plan = self.plan({name: level})
         pruner = ChannelPruner(self.experiment.example_input, seed=self.experiment.seed)
-        model = pruner.apply(self.teacher, plan)
+        model, _ = pruner.apply(self.teacher, plan)
         check_output_shape(model, self.teacher, self.experiment.task)
         _reestimate_batchnorm(model, self.x)
         with torch.no_grad():

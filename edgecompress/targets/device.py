@@ -41,6 +41,16 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def int8_pairs_saturate(flags: list[str] | None = None) -> bool:
+    """True on an x86 CPU without VNNI (``flags``: its ISA flags; default: this machine's).
+    There ONNX Runtime's int8 kernels for uint8 activations and int8 weights add pairs of
+    products in 16 bits (VPMADDUBSW), which saturate with weights over the full 8-bit range;
+    weights in 7 bits (``reduce_range``) cannot. See ONNX Runtime's quantization notes."""
+    flags = describe_device()["isa_flags"] if flags is None else flags
+    x86 = "avx2" in flags or "sse4_2" in flags
+    return x86 and not {"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags)
+
+
 def describe_device() -> dict[str, Any]:
     """The device description stored with a study, a table or an exported model: the one a
     bundle's run.py records, with the ISA flags that change ONNX Runtime's kernels."""

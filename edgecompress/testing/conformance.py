@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import onnxruntime as ort
@@ -19,7 +20,17 @@ from edgecompress.spaces import Space
 
 @runtime_checkable
 class Compressor(Protocol):
-    def apply(self, model: nn.Module, plan: Plan) -> nn.Module: ...
+    def apply(self, model: nn.Module, plan: Plan) -> tuple[nn.Module, dict[str, Any]]: ...
+
+
+def _report(report: object, what: str) -> dict[str, Any]:
+    """A report is a dict of JSON values (the pipeline keeps it in the trial's notes)."""
+    assert isinstance(report, dict), f"{what} must return a report dict, got {type(report)}"
+    try:
+        json.dumps(report)
+    except (TypeError, ValueError) as exc:
+        raise AssertionError(f"{what}'s report is not JSON: {exc}") from None
+    return report
 
 
 def check_compressor(
@@ -31,18 +42,23 @@ def check_compressor(
     invalid_plan: Plan | None = None,
     seed: int = 0,
 ) -> nn.Module:
-    """A compressor never mutates its input, is deterministic under a seed, gives a model that
-    exports to ONNX whose output matches PyTorch (rtol 1e-3, atol 1e-5), and raises
-    ``InvalidPlan`` for a plan it cannot build. Returns the compressed model."""
+    """A compressor returns ``(model, report)``: a new model, never its input mutated, and a
+    report of JSON values; both are the same under one seed; the model exports to ONNX with
+    an output that matches PyTorch's (rtol 1e-3, atol 1e-5); a plan it cannot build raises
+    ``InvalidPlan``. Returns the compressed model."""
     model = model.eval()
     before = _snapshot(model)
     torch.manual_seed(seed)
-    first = compressor.apply(model, plan)
+    out = compressor.apply(model, plan)
+    assert isinstance(out, tuple) and len(out) == 2, "apply() must return (model, report)"
+    first, report = out[0], _report(out[1], "apply()")
+    assert isinstance(first, nn.Module), "apply()'s first value must be the model"
     assert first is not model, "apply() must return a new model, not its input"
     _assert_same(before, _snapshot(model), "apply() changed its input model")
     torch.manual_seed(seed)
-    second = compressor.apply(model, plan)
+    second, again = compressor.apply(model, plan)
     _assert_same(_snapshot(first), _snapshot(second), "two apply() under one seed differ")
+    assert report == again, f"two apply() under one seed report differently: {report} {again}"
     check_onnx_parity(first, example_input)
     if invalid_plan is not None:
         try:
@@ -79,7 +95,7 @@ def check_onnx_parity(
 
 
 class OnnxCompressor(Protocol):
-    def apply(self, src: Path, dst: Path, plan: Plan) -> Path: ...
+    def apply(self, src: Path, dst: Path, plan: Plan) -> dict[str, Any]: ...
 
 
 def check_onnx_compressor(
@@ -91,18 +107,21 @@ def check_onnx_compressor(
     invalid_plan: Plan | None = None,
     tolerance: float = 0.1,
 ) -> bytes:
-    """The same rules for a compressor of ONNX files (e.g. quantization): the source file is
-    untouched, the output is the same file for the same plan, it runs and stays within
+    """The same rules for a compressor of ONNX files (e.g. quantization), whose ``apply(src,
+    dst, plan)`` writes ``dst`` and returns its report: the source file is untouched, the
+    output and the report are the same for the same plan, it runs and stays within
     ``tolerance`` x the largest output of the source, and a plan it cannot build raises
     ``InvalidPlan`` and writes nothing. Returns the compressed model's bytes (files are
     written to a temporary folder only)."""
     src = Path(src)
     before = src.read_bytes()
     with tempfile.TemporaryDirectory() as tmp:
-        out = compressor.apply(src, Path(tmp) / "a.onnx", plan)
-        again = compressor.apply(src, Path(tmp) / "b.onnx", plan)
+        out, again = Path(tmp) / "a.onnx", Path(tmp) / "b.onnx"
+        report = _report(compressor.apply(src, out, plan), "apply()")
+        second = compressor.apply(src, again, plan)
         assert src.read_bytes() == before, "apply() changed its source file"
         assert out.read_bytes() == again.read_bytes(), "two apply() with one plan differ"
+        assert report == second, "two apply() with one plan report differently"
         expected = _run(src, example_input)
         got = _run(out, example_input)
         int8 = out.read_bytes()

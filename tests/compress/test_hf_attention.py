@@ -28,7 +28,7 @@ FFN = [f"encoder.encoder.layer.{i}.intermediate.dense" for i in range(LAYERS)]
 
 def _pruned(ratios: dict[str, float], model: torch.nn.Module | None = None) -> torch.nn.Module:
     plan = Plan({**{f"prune.{n}": r for n, r in ratios.items()}, "method.round_to": 1})
-    return ChannelPruner(experiment.example_input).apply(model or experiment.model(), plan)
+    return ChannelPruner(experiment.example_input).apply(model or experiment.model(), plan)[0]
 
 
 def test_the_query_key_and_value_of_a_layer_are_one_group_and_the_hidden_width_no_knob() -> None:
@@ -101,12 +101,12 @@ def test_the_encoder_layers_are_a_stage_a_student_drops_and_narrows(tmp_path: Pa
     ]
     builder = StudentBuilder(experiment.example_input)
     plan = Plan({f"student.depth.{stage.name}": 1, f"student.width.{stage.name}": 0.5})
-    student = builder.apply(teacher, plan)
+    student, report = builder.apply(teacher, plan)
     layers = student.encoder.encoder.layer
     assert isinstance(layers[1], PassThrough) and not isinstance(layers[0], PassThrough)
     assert layers[0].attention.self.num_attention_heads == HEADS // 2  # narrowed: whole heads
     dropped = [n for n in stage.layers if n.startswith("encoder.encoder.layer.1.")]
-    assert builder.dropped_layers == dropped
+    assert report == {"student": "derived", "dropped_layers": dropped}
     x = tokens(3, seed=7)
     with torch.no_grad():
         expected = student(**x).numpy()

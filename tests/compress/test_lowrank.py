@@ -164,8 +164,8 @@ def test_a_layer_no_rank_makes_cheaper_stays_dense() -> None:
     assert choose_ranks(nn.Linear(64, 64), 1.0, "tucker2") is None
     model = nn.Sequential(narrow, nn.ReLU(), nn.Linear(8, 8))
     plan = Plan({"rank.0": 0.5, "rank.2": 0.5})
-    assert LowRankFactorizer().ranks(model, plan) == {"0": None, "2": [2]}  # 2 * 16 <= 32
-    low = LowRankFactorizer().apply(model, plan)
+    low, report = LowRankFactorizer().apply(model, plan)
+    assert report == {"ranks": {"0": None, "2": [2]}}  # 2 * 16 <= 32
     assert isinstance(low[0], nn.Linear) and isinstance(low[2], nn.Sequential)
 
 
@@ -205,14 +205,14 @@ def test_apply_replaces_the_layers_and_leaves_the_input_alone() -> None:
     before = {n: p.clone() for n, p in model.state_dict().items()}
     structure = [(n, type(m)) for n, m in model.named_modules()]
     factorizer = LowRankFactorizer()
-    low = factorizer.apply(model, Plan(PLAN))
+    low, report = factorizer.apply(model, Plan(PLAN))
     assert [(n, type(m)) for n, m in model.named_modules()] == structure
     assert before.keys() == model.state_dict().keys()
     assert all(torch.equal(before[n], p) for n, p in model.state_dict().items())
     names = dict(low.named_modules())
     assert {"features.0.2", "features.2.2", "classifier.0.1"} <= set(names)
     assert type(names["classifier.2"]) is nn.Linear and type(names["features.4"]) is nn.Conv1d
-    ranks = factorizer.ranks(model, Plan(PLAN))
+    ranks = report["ranks"]
     assert ranks["classifier.2"] is None and ranks["features.4"] is None
     assert ranks["features.2"] == [
         names["features.2.0"].out_channels,
@@ -226,7 +226,7 @@ def test_apply_replaces_the_layers_and_leaves_the_input_alone() -> None:
 
 def test_shares_of_one_change_nothing() -> None:
     model = Net()
-    same = LowRankFactorizer().apply(model, Plan({"rank.features.0": 1.0, "rank.features.4": 1}))
+    same = LowRankFactorizer().apply(model, Plan({"rank.features.0": 1.0, "rank.features.4": 1}))[0]
     x = torch.randn(2, 2, 24)
     assert same is not model and type(same.features[0]) is nn.Conv1d
     assert torch.equal(same(x), model(x))
@@ -247,7 +247,7 @@ def test_shares_of_one_change_nothing() -> None:
 )
 def test_invalid_plans_say_what_is_wrong(entries: dict[str, Value], words: list[str]) -> None:
     with pytest.raises(InvalidPlan) as error:
-        LowRankFactorizer().apply(Net(), Plan(entries))
+        LowRankFactorizer().apply(Net(), Plan(entries))[0]
     assert all(word in str(error.value) for word in words)
 
 
@@ -270,7 +270,7 @@ def test_what_cannot_be_factorized() -> None:
 def test_onnx_export_of_factorized_layers_matches_pytorch(tmp_path: Path) -> None:
     torch.manual_seed(0)
     plan = Plan({"rank.features.2": 0.5, "rank.classifier.0": 0.5})
-    low = LowRankFactorizer().apply(Net(), plan).eval()
+    low = LowRankFactorizer().apply(Net(), plan)[0].eval()
     assert isinstance(low.features[2], nn.Sequential)
     path = export_onnx(low, torch.randn(2, 2, 24), tmp_path / "low.onnx")
     x = torch.randn(5, 2, 24)

@@ -26,7 +26,7 @@ def test_pruning_removes_channels_and_keeps_output_shape(tiny) -> None:  # type:
     before = {n: p.clone() for n, p in teacher.state_dict().items()}
     pruned = ChannelPruner(tiny.example_input).apply(
         teacher, Plan({"prune.conv1": 0.5, "prune.conv2": 0.25})
-    )
+    )[0]
     assert pruned.conv1.out_channels == 8 and pruned.bn1.num_features == 8
     assert pruned.conv2.in_channels == 8 and pruned.conv2.out_channels == 12
     assert pruned.fc.in_features == 12 * 24
@@ -40,7 +40,7 @@ def test_ratio_zero_leaves_outputs_identical(tiny) -> None:  # type: ignore[no-u
     teacher = tiny.model()
     same = ChannelPruner(tiny.example_input).apply(
         teacher, Plan({"prune.conv1": 0.0, "prune.conv2": 0.0})
-    )
+    )[0]
     x = torch.randn(7, 24)
     assert torch.equal(same(x), teacher(x))
     assert same is not teacher
@@ -52,7 +52,7 @@ def test_pruning_removes_the_smallest_l1_channels(tiny) -> None:  # type: ignore
         teacher.conv2.weight[3].zero_()
         teacher.conv2.bias[3] = 0.0
         teacher.fc.weight.view(4, 16, 24)[:, 3] = 0.0
-    pruned = ChannelPruner(tiny.example_input).apply(teacher, Plan({"prune.conv2": 1 / 16}))
+    pruned = ChannelPruner(tiny.example_input).apply(teacher, Plan({"prune.conv2": 1 / 16}))[0]
     x = torch.randn(4, 24)
     # channel 3 contributed nothing, so removing it leaves the function unchanged
     assert pruned.conv2.out_channels == 15
@@ -65,7 +65,7 @@ def test_residual_groups_stay_consistent() -> None:
     groups, _ = channel_groups(model, example, exclude=("head",))
     coupled = next(g for g in groups if "stem" in g.layers)
     assert "b" in coupled.layers  # the residual addition couples stem and b
-    pruned = ChannelPruner(example).apply(model, Plan({f"prune.{coupled.name}": 0.5}))
+    pruned = ChannelPruner(example).apply(model, Plan({f"prune.{coupled.name}": 0.5}))[0]
     assert pruned.stem.out_channels == pruned.b.out_channels == 8
     assert pruned.head.in_features == 8
     assert pruned(torch.randn(2, 20)).shape == (2, 3)
@@ -73,7 +73,7 @@ def test_residual_groups_stay_consistent() -> None:
 
 def test_unknown_layer_is_an_invalid_plan(tiny) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(InvalidPlan, match="no layers"):
-        ChannelPruner(tiny.example_input).apply(tiny.model(), Plan({"prune.conv9": 0.5}))
+        ChannelPruner(tiny.example_input).apply(tiny.model(), Plan({"prune.conv9": 0.5}))[0]
 
 
 class BnNet(nn.Module):
@@ -99,7 +99,7 @@ def _batches() -> list[tuple[torch.Tensor, torch.Tensor]]:
 def _kept(model: nn.Module, plan: Plan, **kw: object) -> torch.Tensor:
     """Which of ``a``'s original output channels survive: matched by their weights."""
     pruner = ChannelPruner(torch.zeros(1, 20), batches=_batches, **kw)  # type: ignore[arg-type]
-    pruned = pruner.apply(model, plan)
+    pruned = pruner.apply(model, plan)[0]
     rows = model.a.weight.flatten(1)  # type: ignore[union-attr]
     kept = pruned.a.weight.flatten(1)  # type: ignore[union-attr]
     return torch.tensor([any(torch.equal(r, k) for k in kept) for r in rows])
@@ -111,13 +111,13 @@ def test_every_criterion_prunes_and_keeps_the_function_shape(criterion: str) -> 
     model = BnNet().eval()
     plan = Plan({"prune.a": 0.5, "prune.c": 0.25, "method.prune_criterion": criterion})
     pruner = ChannelPruner(torch.zeros(1, 20), batches=_batches, seed=3)
-    pruned = pruner.apply(model, plan)
+    pruned, report = pruner.apply(model, plan)
     assert pruned.a.out_channels == pruned.bn.num_features == 8  # type: ignore[union-attr]
     assert pruned.c.out_channels == 12  # type: ignore[union-attr]
     assert pruned(torch.randn(2, 20)).shape == (2, 3)
     # criteria that need no batch norm never fall back; bn_scale falls back for ``c`` only
     expected = ["c: no batch norm in its group, ranked by l1"] if criterion == "bn_scale" else []
-    assert pruner.fallbacks == expected
+    assert report.get("criterion_fallbacks", []) == expected
 
 
 def test_bn_scale_removes_the_channels_with_the_smallest_scale() -> None:
@@ -155,7 +155,7 @@ def test_random_criterion_is_seeded() -> None:
 def test_taylor_without_batches_is_an_invalid_plan() -> None:
     plan = Plan({"prune.a": 0.5, "method.prune_criterion": "taylor"})
     with pytest.raises(InvalidPlan, match="training batches"):
-        ChannelPruner(torch.zeros(1, 20)).apply(BnNet(), plan)
+        ChannelPruner(torch.zeros(1, 20)).apply(BnNet(), plan)[0]
 
 
 @pytest.mark.parametrize(
@@ -163,7 +163,7 @@ def test_taylor_without_batches_is_an_invalid_plan() -> None:
 )
 def test_round_to_keeps_a_multiple_of_channels(ratio: float, round_to: int, kept: int) -> None:
     plan = Plan({"prune.a": ratio, "method.round_to": round_to})
-    pruned = ChannelPruner(torch.zeros(1, 20)).apply(BnNet(), plan)
+    pruned = ChannelPruner(torch.zeros(1, 20)).apply(BnNet(), plan)[0]
     assert pruned.a.out_channels == kept  # type: ignore[union-attr]
 
 
@@ -174,7 +174,7 @@ def test_round_to_keeps_a_multiple_of_channels(ratio: float, round_to: int, kept
 def test_bad_method_settings_are_invalid_plans(entries: dict[str, object]) -> None:
     plan = Plan({"prune.a": 0.5, **entries})  # type: ignore[dict-item]
     with pytest.raises(InvalidPlan, match="method"):
-        ChannelPruner(torch.zeros(1, 20)).apply(BnNet(), plan)
+        ChannelPruner(torch.zeros(1, 20)).apply(BnNet(), plan)[0]
 
 
 def test_attention_heads_lose_the_same_channels_each() -> None:

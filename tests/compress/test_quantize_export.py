@@ -4,6 +4,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from onnx import numpy_helper
 
 from edgecompress.compress import OnnxQuantizer, export_onnx, int8_layers, layer_nodes
 from edgecompress.evaluators import session
@@ -26,27 +27,29 @@ def test_export_matches_pytorch_and_has_dynamic_batch(tiny, tmp_path: Path) -> N
 def test_fp32_layers_stay_fp32_in_the_graph(tiny, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     quantizer = OnnxQuantizer(tiny.task.calibration_batches)
     plan = Plan({"bits.conv1": 8, "bits.conv2": 32, "bits.fc": 8})
-    out = quantizer.apply(_fp32(tiny, tmp_path), tmp_path / "q.onnx", plan)
+    out = tmp_path / "q.onnx"
+    report = quantizer.apply(_fp32(tiny, tmp_path), out, plan)
     assert int8_layers(onnx.load(str(out))) == {"conv1", "fc"}
+    wanted = {"conv1": "int8", "conv2": "fp32", "fc": "int8"}
+    assert report["quantization"]["precisions"] == wanted  # what it built, reported
     logits = session(out).run(None, {"input": np.zeros((3, 24), np.float32)})[0]
     assert logits.shape == (3, 4)
 
 
 def test_layers_the_plan_does_not_name_stay_fp32(tiny, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     quantizer = OnnxQuantizer(tiny.task.calibration_batches)
-    out = quantizer.apply(_fp32(tiny, tmp_path), tmp_path / "q.onnx", Plan({"bits.conv2": 8}))
+    out = tmp_path / "q.onnx"
+    quantizer.apply(_fp32(tiny, tmp_path), out, Plan({"bits.conv2": 8}))
     assert int8_layers(onnx.load(str(out))) == {"conv2"}
 
 
 def test_all_int8_and_all_fp32(tiny, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     fp32 = _fp32(tiny, tmp_path)
     quantizer = OnnxQuantizer(tiny.task.calibration_batches)
-    q8 = quantizer.apply(
-        fp32, tmp_path / "q8.onnx", Plan({f"bits.{n}": 8 for n in ("conv1", "conv2", "fc")})
-    )
-    q32 = quantizer.apply(
-        fp32, tmp_path / "q32.onnx", Plan({f"bits.{n}": 32 for n in ("conv1", "conv2", "fc")})
-    )
+    q8 = tmp_path / "q8.onnx"
+    quantizer.apply(fp32, q8, Plan({f"bits.{n}": 8 for n in ("conv1", "conv2", "fc")}))
+    q32 = tmp_path / "q32.onnx"
+    quantizer.apply(fp32, q32, Plan({f"bits.{n}": 32 for n in ("conv1", "conv2", "fc")}))
     assert int8_layers(onnx.load(str(q8))) == {"conv1", "conv2", "fc"}
     assert int8_layers(onnx.load(str(q32))) == set()
     graph = onnx.load(str(q8)).graph
@@ -89,5 +92,34 @@ def test_layers_with_equal_weights_keep_their_own_and_are_quantized(tmp_path: Pa
         session(path).run(None, {"input": x.numpy()})[0], model(x).detach().numpy(), atol=1e-6
     )
     batches = lambda: iter([x.numpy() for _ in range(4)])  # noqa: E731
-    out = OnnxQuantizer(batches).apply(path, tmp_path / "q.onnx", Plan({"bits.0": 8, "bits.2": 8}))
+    out = tmp_path / "q.onnx"
+    OnnxQuantizer(batches).apply(path, out, Plan({"bits.0": 8, "bits.2": 8}))
     assert int8_layers(onnx.load(str(out))) == {"0", "2"}
+
+
+def test_int8_weights_use_7_bits_where_the_cpu_would_saturate_8(
+    tiny, tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """On an x86 CPU without VNNI, ONNX Runtime's uint8 x int8 kernels add pairs of products
+    in 16 bits: full 8-bit weights saturate them, so the local CPU's int8 weights use 7 bits
+    (and the report says so); a CPU with VNNI keeps 8."""
+    from edgecompress.compress.quantize import onnx_quantizer
+    from edgecompress.targets.device import int8_pairs_saturate
+
+    assert int8_pairs_saturate(["sse4_2", "avx2", "fma"])
+    assert not int8_pairs_saturate(["avx2", "avx512f", "avx512_vnni"])
+    assert not int8_pairs_saturate(["neon", "asimd"])
+    fp32, plan = _fp32(tiny, tmp_path), Plan({"bits.fc": 8, "method.quant": "dynamic"})
+    largest = {}
+    for saturates in (True, False):
+        monkeypatch.setattr(onnx_quantizer, "int8_pairs_saturate", lambda s=saturates: s)
+        out = tmp_path / f"{saturates}.onnx"
+        report = OnnxQuantizer(tiny.task.calibration_batches).apply(fp32, out, plan)
+        assert ("int8_weights" in report["quantization"]) == saturates
+        weights = [
+            numpy_helper.to_array(i)
+            for i in onnx.load(str(out)).graph.initializer
+            if numpy_helper.to_array(i).dtype == np.int8
+        ]
+        largest[saturates] = max(int(np.abs(w).max()) for w in weights)
+    assert largest[True] <= 64 < largest[False]  # 7-bit weights against full 8-bit ones

@@ -59,9 +59,8 @@ def test_stochastically_rounded_weights_reach_the_int8_model_exactly(tiny, tmp_p
     round_weights(model, {"fc": 8}, rounding="stochastic", seed=3)
     expected = (model.fc.weight / channel_scale(model.fc.weight, 8)).round().detach().numpy()
     src = export_onnx(model, tiny.example_input, tmp_path / "fp32.onnx")
-    out = OnnxQuantizer(tiny.task.calibration_batches).apply(
-        src, tmp_path / "q.onnx", Plan({"bits.fc": 8})
-    )
+    out = tmp_path / "q.onnx"
+    OnnxQuantizer(tiny.task.calibration_batches).apply(src, out, Plan({"bits.fc": 8}))
     graph = onnx.load(str(out)).graph
     inits = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     gemm = next(n for n in graph.node if n.name == "/fc/Gemm")
@@ -86,7 +85,7 @@ def test_fake_quant_training_uses_quantized_weights_and_trains_the_fp32_ones(tin
 
 
 def test_fake_quant_training_on_a_pruning_mask(tiny) -> None:  # type: ignore[no-untyped-def]
-    model = UnstructuredPruner().apply(tiny.model(), Plan({"sparsity.fc": 0.5}))
+    model = UnstructuredPruner().apply(tiny.model(), Plan({"sparsity.fc": 0.5}))[0]
     with fake_quant_training(model, {"fc": 4}, activations=["fc"]):
         model(torch.randn(4, 24)).sum().backward()
     finalize(model)
@@ -138,9 +137,8 @@ def test_calibration_method_and_samples_change_the_activation_ranges(tiny, tmp_p
                 "method.calibration_samples": samples,
             }
         )
-        out = OnnxQuantizer(tiny.task.calibration_batches).apply(
-            src, tmp_path / f"{method}{samples}.onnx", plan
-        )
+        out = tmp_path / f"{method}{samples}.onnx"
+        OnnxQuantizer(tiny.task.calibration_batches).apply(src, out, plan)
         scales[(method, samples)] = _activation_scales(out)
     minmax = scales[("minmax", 256)]
     # percentile clips the tails that min/max keeps; entropy never widens them
@@ -164,7 +162,8 @@ def test_dynamic_fp16_int4_and_emulated_layers(tiny, tmp_path: Path) -> None:  #
         "emulated": ({"bits.conv2": 3}, 0.3),
     }
     for name, (entries, tolerance) in cases.items():
-        out = quantizer.apply(src, tmp_path / f"{name}.onnx", Plan(entries))
+        out = tmp_path / f"{name}.onnx"
+        quantizer.apply(src, out, Plan(entries))
         built = layer_precisions(onnx.load(str(out)))
         want = {"4": "int4", "8": "int8", "16": "fp16", "3": "fp32"}
         assert {k: built[k] for k in ("conv1", "conv2", "fc")} == {

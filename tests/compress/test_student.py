@@ -45,9 +45,11 @@ def test_kept_units_are_evenly_spaced_and_include_the_first(
 def test_depth_replaces_dropped_units_by_identities_and_keeps_every_other_name() -> None:
     model = teacher()
     builder = StudentBuilder(X)
-    student = builder.apply(model, Plan({"student.depth.stage0": 2}))
-    assert builder.dropped_layers == ["features.6", "features.12", "features.15"]
-    assert builder.built == "derived"
+    student, report = builder.apply(model, Plan({"student.depth.stage0": 2}))
+    assert report == {
+        "student": "derived",
+        "dropped_layers": ["features.6", "features.12", "features.15"],
+    }
     assert all(isinstance(student.features[i], nn.Identity) for i in (6, 7, 8, 12, 13, 17))
     kept = ["features.0", "features.3", "features.9", "classifier.1", "classifier.4"]
     assert same_weights(student, model, kept)  # the teacher's weights initialize the student
@@ -83,7 +85,7 @@ def test_a_derived_student_is_smaller_leaves_the_teacher_and_exports_to_onnx(
 def test_width_keeps_the_asked_share_of_each_kept_units_channels() -> None:
     student = StudentBuilder(X).apply(
         teacher(), Plan({"student.depth.stage0": 5, "student.width.stage0": 0.5})
-    )
+    )[0]
     assert [student.get_submodule(n).out_channels for n in CONVS] == [4] * 5
     assert student.features[4].num_features == 4
     assert student.features[0].out_channels == 8  # the stem is not in the stage
@@ -96,8 +98,8 @@ def test_width_keeps_the_asked_share_of_each_kept_units_channels() -> None:
 def test_the_identity_plan_gives_an_equal_model(plan: dict) -> None:
     model = teacher()
     builder = StudentBuilder(X)
-    student = builder.apply(model, Plan(plan))
-    assert student is not model and builder.built == "teacher" and builder.dropped_layers == []
+    student, report = builder.apply(model, Plan(plan))
+    assert student is not model and report == {}  # no student: nothing to report
     assert torch.equal(student(X), model(X))
     assert student.state_dict().keys() == model.state_dict().keys()
 
@@ -123,7 +125,7 @@ def test_the_identity_plan_gives_an_equal_model(plan: dict) -> None:
 )
 def test_bad_entries_are_invalid_plans_naming_the_entry(plan: dict, message: str) -> None:
     with pytest.raises(InvalidPlan, match=message):
-        StudentBuilder(X).apply(teacher(), Plan(plan))
+        StudentBuilder(X).apply(teacher(), Plan(plan))[0]
 
 
 def shallow_teacher(*, width: float, depth: int) -> nn.Module:
@@ -139,25 +141,27 @@ def test_a_family_builds_the_member_asked_for_deterministically_under_a_seed() -
     builder = StudentBuilder(X, family=FAMILY, seed=3)
     model = teacher()  # seeds and draws from the global generator itself: before the snapshot
     state = torch.get_rng_state()
-    student = builder.apply(model, plan)
+    student, report = builder.apply(model, plan)
     assert torch.equal(torch.get_rng_state(), state)  # the global generator is left alone
     convs = [m for m in student.modules() if isinstance(m, nn.Conv1d)]
     assert [c.out_channels for c in convs] == [4, 4]
-    assert builder.built == "family" and builder.dropped_layers == CONVS[1:]
-    again = StudentBuilder(X, family=FAMILY, seed=3).apply(teacher(), plan)
-    other = StudentBuilder(X, family=FAMILY, seed=4).apply(teacher(), plan)
+    assert report == {"student": "family", "dropped_layers": CONVS[1:]}
+    again = StudentBuilder(X, family=FAMILY, seed=3).apply(teacher(), plan)[0]
+    other = StudentBuilder(X, family=FAMILY, seed=4).apply(teacher(), plan)[0]
     assert torch.equal(again(X), student(X)) and not torch.equal(other(X), student(X))
 
 
 def test_a_family_plan_without_width_and_depth_builds_the_largest_member() -> None:
-    student = StudentBuilder(X, family=FAMILY).apply(teacher(), Plan({"student.family": "family"}))
+    student = StudentBuilder(X, family=FAMILY).apply(teacher(), Plan({"student.family": "family"}))[
+        0
+    ]
     assert sum(isinstance(m, nn.Conv1d) for m in student.modules()) == 6
 
 
 def test_student_family_teacher_ignores_the_members_width_and_depth() -> None:
     plan = Plan({"student.family": "teacher", "student.width": 0.25, "student.depth": 1})
     model = teacher()
-    assert torch.equal(StudentBuilder(X, family=FAMILY).apply(model, plan)(X), model(X))
+    assert torch.equal(StudentBuilder(X, family=FAMILY).apply(model, plan)[0](X), model(X))
 
 
 @pytest.mark.parametrize(
@@ -172,11 +176,11 @@ def test_student_family_teacher_ignores_the_members_width_and_depth() -> None:
 def test_a_family_member_outside_the_ranges_is_an_invalid_plan(entries: dict, message: str) -> None:
     plan = Plan({"student.family": "family", **entries})
     with pytest.raises(InvalidPlan, match=message):
-        StudentBuilder(X, family=FAMILY).apply(teacher(), plan)
+        StudentBuilder(X, family=FAMILY).apply(teacher(), plan)[0]
 
 
 def test_drop_missing_removes_exactly_the_entries_of_layers_the_student_lost() -> None:
-    student = StudentBuilder(X).apply(teacher(), Plan({"student.depth.stage0": 3}))
+    student = StudentBuilder(X).apply(teacher(), Plan({"student.depth.stage0": 3}))[0]
     plan = Plan(
         {
             "prune.features.3": 0.5,

@@ -67,11 +67,11 @@ def test_derived_samples_build_valid_students_and_the_identity_rebuilds_the_teac
     builder = StudentBuilder(X)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(3):
-        student = builder.apply(model, space.sample(study.ask()))
+        student = builder.apply(model, space.sample(study.ask()))[0]
         assert student(X).shape == (2, 10)
     baseline = space.sample(optuna.trial.FixedTrial(identity_plan(space.knobs())))  # type: ignore[arg-type]
     assert dict(baseline) == {"student.depth.stage0": 5, "student.width.stage0": 1.0}
-    assert torch.equal(builder.apply(model, baseline)(X), model(X))
+    assert torch.equal(builder.apply(model, baseline)[0](X), model(X))
 
 
 @pytest.mark.parametrize(
@@ -126,12 +126,12 @@ def test_family_samples_build_members_and_the_identity_rebuilds_the_teacher() ->
     check_space(space, samples=3)
     builder = StudentBuilder(X, family=FAMILY)
     fastest = {k.name: k.param(k.fastest) for k in space.knobs() if k.fastest is not None}
-    smallest = builder.apply(model, space.sample(optuna.trial.FixedTrial(fastest)))  # type: ignore[arg-type]
+    smallest = builder.apply(model, space.sample(optuna.trial.FixedTrial(fastest)))[0]  # type: ignore[arg-type]
     assert [m.out_channels for m in smallest.modules() if isinstance(m, nn.Conv1d)] == [2, 2]
     baseline = space.sample(optuna.trial.FixedTrial(identity_plan(space.knobs())))  # type: ignore[arg-type]
     assert baseline["student.family"] == "teacher"
-    assert torch.equal(builder.apply(model, baseline)(X), model(X))
-    assert builder.built == "teacher"
+    same, report = builder.apply(model, baseline)
+    assert torch.equal(same(X), model(X)) and report == {}  # the teacher, unchanged
 
 
 def test_a_family_width_range_off_the_knob_grid_is_refused() -> None:

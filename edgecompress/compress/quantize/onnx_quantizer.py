@@ -26,6 +26,7 @@ from onnx import numpy_helper
 from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from edgecompress.compress.candidate import Report
 from edgecompress.compress.onnx_export import WEIGHT_OPS, layer_of
 from edgecompress.compress.quantize.calibration import (
     METHODS,
@@ -45,6 +46,8 @@ from edgecompress.compress.quantize.graph import (
 from edgecompress.compress.quantize.recipe import INT4_BLOCK, QuantRecipe, check_target, recipe
 from edgecompress.plan import InvalidPlan, Plan
 from edgecompress.targets import Target
+from edgecompress.targets.device import int8_pairs_saturate
+from edgecompress.targets.profile import LOCAL
 
 LINEAR_OPS = ("Gemm", "MatMul")
 ORT_LOGGERS = (
@@ -55,8 +58,9 @@ ORT_LOGGERS = (
 
 class OnnxQuantizer:
     """``apply(src, dst, plan)`` writes ``dst`` with each layer at the precision the plan gives
-    it (``bits.<layer>``; unnamed layers stay fp32); returns its path. A precision ``target``
-    cannot run (default: the local CPU) is an ``InvalidPlan``.
+    it (``bits.<layer>``; unnamed layers stay fp32); its report: ``quantization``, the recipe
+    it built (each layer's precision, the method, calibration samples really used). A
+    precision ``target`` cannot run (default: the local CPU) is an ``InvalidPlan``.
 
     ``calibration`` returns fresh input batches (float32 arrays, or dicts by input name) each
     time it is called; it is checked against the model before anything is calibrated.
@@ -65,16 +69,18 @@ class OnnxQuantizer:
     def __init__(self, calibration: Source, *, target: Target | None = None) -> None:
         self.calibration = calibration
         self.target = target or Target()
-        self.recipe = QuantRecipe()
+        self._recipe = QuantRecipe()
+        # the local CPU's int8 kernels would saturate with 8-bit weights: 7-bit ones instead
+        self._reduce_range = self.target.name == LOCAL and int8_pairs_saturate()
 
-    def apply(self, src: Path, dst: Path, plan: Plan) -> Path:
+    def apply(self, src: Path, dst: Path, plan: Plan) -> Report:
         model = onnx.load(str(src))
-        self.recipe = _expand(plan, model, int4="int4" in self.target.precisions)
-        check_target(self.recipe, self.target)
-        wanted = {layer: p for layer, p in self.recipe.precisions.items()}
+        self._recipe = _expand(plan, model, int4="int4" in self.target.precisions)
+        check_target(self._recipe, self.target)
+        wanted = {layer: p for layer, p in self._recipe.precisions.items()}
         if all(p == "fp32" for p in wanted.values()):
             shutil.copyfile(src, dst)
-            return dst
+            return self._report()
         try:
             with _quiet():
                 self._passes(model, dst)
@@ -89,10 +95,19 @@ class OnnxQuantizer:
                 f"bits: ONNX Runtime cannot build this combination of precisions "
                 f"({type(exc).__name__}: {str(exc)[:300]})"
             ) from None
-        return dst
+        return self._report()
+
+    def _report(self) -> Report:
+        report = self._recipe.to_dict()
+        if self._reduce_range and self._recipe.layers("int8"):
+            report["int8_weights"] = (
+                "7-bit range: this CPU has no VNNI, and ONNX Runtime's uint8 x int8 kernels "
+                "would saturate with full 8-bit weights"
+            )
+        return {"quantization": report}
 
     def _passes(self, model: onnx.ModelProto, dst: Path) -> None:
-        r = self.recipe
+        r = self._recipe
         snap_weights(model, r.emulated())
         # int8 first: its passes cannot type the outputs of MatMulNBits, and its graph
         # optimization fuses a MatMul + Add back (renamed) before it reads the exclusions
@@ -105,7 +120,7 @@ class OnnxQuantizer:
         onnx.save(model, str(dst))
 
     def _int8(self, model: onnx.ModelProto, dst: Path) -> onnx.ModelProto:
-        r = self.recipe
+        r = self._recipe
         int8 = set(r.layers("int8"))
         exclude = [  # attention's activation MatMuls follow their layer
             n.name
@@ -122,6 +137,7 @@ class OnnxQuantizer:
                     str(src),
                     str(out),
                     per_channel=True,
+                    reduce_range=self._reduce_range,
                     weight_type=QuantType.QInt8,
                     nodes_to_exclude=exclude,
                     op_types_to_quantize=["Conv", "MatMul"],
@@ -134,10 +150,10 @@ class OnnxQuantizer:
                 path.unlink(missing_ok=True)
 
     def _static(self, model: onnx.ModelProto, src: Path, out: Path, exclude: list[str]) -> None:
-        r = self.recipe
+        r = self._recipe
         feeds = calibration_batches(self.calibration, model, r.calibration_samples)
         taken = sum(len(next(iter(f.values()))) for f in feeds)
-        self.recipe = r = replace(r, calibration_samples=taken)  # what calibration really saw
+        self._recipe = r = replace(r, calibration_samples=taken)  # what calibration really saw
         prepared = out.with_suffix(".pre.onnx")
         _pre_process(src, prepared)
         quantize_static(
@@ -146,6 +162,7 @@ class OnnxQuantizer:
             FeedReader(feeds),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
+            reduce_range=self._reduce_range,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             nodes_to_exclude=exclude,
