@@ -123,3 +123,8 @@ def test_int8_weights_use_7_bits_where_the_cpu_would_saturate_8(
         ]
         largest[saturates] = max(int(np.abs(w).max()) for w in weights)
     assert largest[True] <= 64 < largest[False]  # 7-bit weights against full 8-bit ones
+    # weights rounded onto their 8-bit grid in training keep it (the file is what was trained)
+    monkeypatch.setattr(onnx_quantizer, "int8_pairs_saturate", lambda: True)
+    rounded = Plan({"bits.fc": 8, "method.rounding": "stochastic"})
+    report = OnnxQuantizer(tiny.task.calibration_batches).apply(fp32, tmp_path / "r.onnx", rounded)
+    assert "8-bit grid they were rounded onto" in report["quantization"]["int8_weights"]

@@ -70,13 +70,18 @@ class OnnxQuantizer:
         self.calibration = calibration
         self.target = target or Target()
         self._recipe = QuantRecipe()
-        # the local CPU's int8 kernels would saturate with 8-bit weights: 7-bit ones instead
-        self._reduce_range = self.target.name == LOCAL and int8_pairs_saturate()
+        # the local CPU's int8 kernels would saturate with 8-bit weights
+        self._saturates = self.target.name == LOCAL and int8_pairs_saturate()
+        self._reduce_range = False
 
     def apply(self, src: Path, dst: Path, plan: Plan) -> Report:
         model = onnx.load(str(src))
         self._recipe = _expand(plan, model, int4="int4" in self.target.precisions)
         check_target(self._recipe, self.target)
+        # weights in 7 bits where 8 would saturate, unless the plan rounded its int8 weights
+        # onto their 8-bit grid in PyTorch (stochastic rounding, QAT): the file keeps that grid
+        trained = set(self._recipe.layers("int8")) & set(self._recipe.rounded())
+        self._reduce_range = self._saturates and not trained
         wanted = {layer: p for layer, p in self._recipe.precisions.items()}
         if all(p == "fp32" for p in wanted.values()):
             shutil.copyfile(src, dst)
@@ -99,10 +104,13 @@ class OnnxQuantizer:
 
     def _report(self) -> Report:
         report = self._recipe.to_dict()
-        if self._reduce_range and self._recipe.layers("int8"):
+        if self._saturates and self._recipe.layers("int8"):
             report["int8_weights"] = (
                 "7-bit range: this CPU has no VNNI, and ONNX Runtime's uint8 x int8 kernels "
                 "would saturate with full 8-bit weights"
+                if self._reduce_range
+                else "the 8-bit grid they were rounded onto in training, though this CPU has "
+                "no VNNI and ONNX Runtime's uint8 x int8 kernels may saturate with it"
             )
         return {"quantization": report}
 
