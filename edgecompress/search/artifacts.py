@@ -144,7 +144,7 @@ def remove_orphans(study: optuna.Study, where: str) -> int:
         pending = trial.user_attrs.get(PENDING)
         if not pending or trial.user_attrs.get("artifact_id") == pending:
             continue
-        if not where.startswith(S3) and missing(where, pending):
+        if missing(where, pending):  # a folder without it: never stored
             continue
         with contextlib.suppress(Exception):  # noqa: BLE001 - gone already, or unreachable
             target.remove(pending)

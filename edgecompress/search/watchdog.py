@@ -8,6 +8,8 @@ agents and workers) is killed, and the folder removed. A driver that finishes re
 folder and stops the watchdog itself.
 
     python -m edgecompress.search.watchdog DRIVER_PID FOLDER
+
+Linux only (it reads ``/proc``); elsewhere it exits at once and changes nothing.
 """
 
 from __future__ import annotations
@@ -81,6 +83,8 @@ def clean(folder: Path, rounds: int = 10) -> int:
 
 def main(argv: list[str]) -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not Path(f"/proc/{os.getpid()}/stat").exists():  # not Linux: no way to watch, do nothing
+        return 0
     pid, folder = int(argv[0]), Path(argv[1])
     started = _started(pid)
     while started is not None and _started(pid) == started:
